@@ -1,0 +1,73 @@
+// The decision engine: one pure function per session stage. No clock, no I/O, no state:
+// the caller passes the policy snapshot, the session's facts and its counters.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "policy/decision.h"
+#include "policy/ip_address.h"
+#include "policy/mail_address.h"
+#include "policy/policy.h"
+
+namespace smtpgate {
+
+// What the session knows about itself when it asks for a decision.
+struct SessionFacts {
+  IpAddress client;
+  const Listener* listener = nullptr;  // never null when asking
+  // The session's class now: an auto listener starts as Auto (unclassified) and becomes
+  // Submission after a successful AUTH or Mx at MAIL FROM without AUTH.
+  ListenerClass cls = ListenerClass::Mx;
+  bool tls = false;
+  bool authenticated = false;
+  std::string login;    // the login (authenticated, or being tried at the auth stage)
+  bool banned = false;  // the ban list holds the client now (ban list owned by the caller)
+};
+
+// Counters the caller keeps (per login for submission, per transaction for recipients).
+struct Counters {
+  uint32_t recipients_in_message = 0;  // accepted RCPTs so far in this transaction
+  uint32_t messages_last_hour = 0;     // by this login, before this one
+  uint32_t recipients_last_hour = 0;   // by this login, before this RCPT
+  uint32_t auth_failures_in_window = 0;  // by this client IP, before this failure
+};
+
+namespace engine {
+
+ListenerClass initial_class(const Listener& listener);  // Auto stays Auto until classified
+
+// connect: ban (unless never_ban), then the access list(s) of the listener's class;
+// on auto the connection is refused only when both lists deny.
+Decision connect(const Policy& p, const SessionFacts& s);
+
+// AUTH command received (before credentials are collected or forwarded):
+// mx listener -> mx.auth (refuse, or ban); TLS required -> submission.require_tls;
+// auto listener -> submission.access for the client.
+Decision auth_attempt(const Policy& p, const SessionFacts& s);
+
+// Whether an AUTH refusal from auth_attempt counts as a brute-force failure.
+bool auth_refusal_counts_as_failure(const Decision& d);
+
+// The backend judged the credentials. ok -> allow (rule "auth"). Failure -> reject
+// (rule "auth"), or ban (rule "brute_force") when this failure reaches max_failures and
+// the client is not in never_ban.
+Decision auth_result(const Policy& p, const SessionFacts& s, bool ok, const Counters& c);
+
+// The class of a session after MAIL FROM: auto + authenticated -> Submission,
+// auto unauthenticated -> Mx; other classes unchanged.
+ListenerClass class_at_mail(const SessionFacts& s);
+
+// MAIL FROM (s.cls already updated by class_at_mail). size_param: the SIZE= value or 0.
+Decision mail(const Policy& p, const SessionFacts& s, const MailPath& sender, uint64_t size_param,
+              const Counters& c);
+
+// RCPT TO.
+Decision rcpt(const Policy& p, const SessionFacts& s, const MailPath& sender,
+              const MailPath& recipient, const Counters& c);
+
+// End of data: message size (always enforced).
+Decision data_end(const Policy& p, const SessionFacts& s, uint64_t body_bytes);
+
+}  // namespace engine
+}  // namespace smtpgate
