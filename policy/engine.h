@@ -30,7 +30,6 @@ struct Counters {
   uint32_t recipients_in_message = 0;  // accepted RCPTs so far in this transaction
   uint32_t messages_last_hour = 0;     // by this login, before this one
   uint32_t recipients_last_hour = 0;   // by this login, before this RCPT
-  uint32_t auth_failures_in_window = 0;  // by this client IP, before this failure
 };
 
 namespace engine {
@@ -49,10 +48,13 @@ Decision auth_attempt(const Policy& p, const SessionFacts& s);
 // Whether an AUTH refusal from auth_attempt counts as a brute-force failure.
 bool auth_refusal_counts_as_failure(const Decision& d);
 
-// The backend judged the credentials. ok -> allow (rule "auth"). Failure -> reject
-// (rule "auth"), or ban (rule "brute_force") when this failure reaches max_failures and
-// the client is not in never_ban.
-Decision auth_result(const Policy& p, const SessionFacts& s, bool ok, const Counters& c);
+// The backend judged the credentials: allow or reject, rule "auth" (535 on failure).
+Decision auth_result(const Policy& p, const SessionFacts& s, bool ok);
+
+// After a counted AUTH failure: failures_in_window includes this one. Ban (rule
+// "brute_force", 535 then close) when it reaches max_failures and the client is not in
+// never_ban; otherwise an allow that says how many failures are counted.
+Decision brute_force(const Policy& p, const SessionFacts& s, uint32_t failures_in_window);
 
 // The class of a session after MAIL FROM: auto + authenticated -> Submission,
 // auto unauthenticated -> Mx; other classes unchanged.

@@ -1,0 +1,139 @@
+#include "policy/ban_list.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace smtpgate {
+
+uint32_t BanList::record_failure(const IpAddress& ip, UnixSeconds now,
+                                 const BruteForcePolicy& bf) {
+  std::string key = ip.to_string();
+  auto& q = failures_[key];
+  UnixSeconds horizon = now - bf.window.count();
+  while (!q.empty() && q.front() <= horizon) q.pop_front();
+  q.push_back(now);
+  // Only the last max_failures timestamps can matter for the window.
+  while (q.size() > bf.max_failures) q.pop_front();
+  failure_order_.emplace_back(now, key);
+  while (failures_.size() > kMaxTrackedIps && !failure_order_.empty()) {
+    auto [t, k] = failure_order_.front();
+    failure_order_.pop_front();
+    auto it = failures_.find(k);
+    if (it != failures_.end() && !it->second.empty() && it->second.back() <= t)
+      failures_.erase(it);
+  }
+  // Keep the order queue from growing without bound when the same IPs fail again and again.
+  while (!failure_order_.empty() && failure_order_.front().first <= horizon)
+    failure_order_.pop_front();
+  return static_cast<uint32_t>(q.size());
+}
+
+BanEntry BanList::ban(const IpAddress& ip, UnixSeconds now, const BruteForcePolicy& bf,
+                      std::string reason) {
+  auto& h = history_[ip];
+  // Offenses are remembered until max_ban has passed since the last ban ended.
+  if (h.offenses > 0 && now > h.last_until + bf.max_ban.count()) h.offenses = 0;
+  h.offenses++;
+  double secs = static_cast<double>(bf.ban.count()) *
+                std::pow(bf.ban_multiplier, static_cast<double>(h.offenses - 1));
+  secs = std::min(secs, static_cast<double>(bf.max_ban.count()));
+  BanEntry e;
+  e.ip = ip;
+  e.since = now;
+  e.until = now + static_cast<UnixSeconds>(secs);
+  e.offense = h.offenses;
+  e.reason = std::move(reason);
+  h.last_until = e.until;
+  bans_[ip] = e;
+  failures_.erase(ip.to_string());
+  return e;
+}
+
+bool BanList::banned(const IpAddress& ip, UnixSeconds now) const {
+  auto it = bans_.find(ip);
+  return it != bans_.end() && it->second.until > now;
+}
+
+std::optional<BanEntry> BanList::find(const IpAddress& ip, UnixSeconds now) const {
+  auto it = bans_.find(ip);
+  if (it == bans_.end() || it->second.until <= now) return std::nullopt;
+  return it->second;
+}
+
+bool BanList::unban(const IpAddress& ip) {
+  failures_.erase(ip.to_string());
+  return bans_.erase(ip) > 0;
+}
+
+std::vector<BanEntry> BanList::active(UnixSeconds now) const {
+  std::vector<BanEntry> out;
+  for (const auto& [ip, e] : bans_)
+    if (e.until > now) out.push_back(e);
+  return out;
+}
+
+bool BanList::expire(UnixSeconds now, const BruteForcePolicy& bf) {
+  bool dropped = false;
+  for (auto it = bans_.begin(); it != bans_.end();) {
+    if (it->second.until <= now) {
+      it = bans_.erase(it);
+      dropped = true;
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = history_.begin(); it != history_.end();) {
+    if (!bans_.count(it->first) && now > it->second.last_until + bf.max_ban.count())
+      it = history_.erase(it);
+    else
+      ++it;
+  }
+  return dropped;
+}
+
+nlohmann::json BanList::to_json() const {
+  nlohmann::json bans = nlohmann::json::array();
+  for (const auto& [ip, e] : bans_)
+    bans.push_back({{"ip", ip.to_string()},
+                    {"since", e.since},
+                    {"until", e.until},
+                    {"offense", e.offense},
+                    {"reason", e.reason}});
+  nlohmann::json history = nlohmann::json::array();
+  for (const auto& [ip, h] : history_)
+    history.push_back({{"ip", ip.to_string()}, {"offenses", h.offenses}, {"last_until", h.last_until}});
+  return {{"version", 1}, {"bans", bans}, {"history", history}};
+}
+
+std::string BanList::from_json(const nlohmann::json& doc) {
+  if (!doc.is_object() || doc.value("version", 0) != 1) return "not a version 1 ban state";
+  std::map<IpAddress, BanEntry> bans;
+  std::map<IpAddress, History> history;
+  try {
+    for (const auto& b : doc.at("bans")) {
+      auto ip = IpAddress::parse(b.at("ip").get<std::string>());
+      if (!ip) return "bad IP address " + b.at("ip").dump();
+      BanEntry e;
+      e.ip = *ip;
+      e.since = b.at("since").get<UnixSeconds>();
+      e.until = b.at("until").get<UnixSeconds>();
+      e.offense = b.at("offense").get<uint32_t>();
+      e.reason = b.value("reason", "");
+      bans[*ip] = e;
+    }
+    if (doc.contains("history")) {
+      for (const auto& h : doc.at("history")) {
+        auto ip = IpAddress::parse(h.at("ip").get<std::string>());
+        if (!ip) return "bad IP address " + h.at("ip").dump();
+        history[*ip] = History{h.at("offenses").get<uint32_t>(), h.at("last_until").get<UnixSeconds>()};
+      }
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return e.what();
+  }
+  bans_ = std::move(bans);
+  history_ = std::move(history);
+  return {};
+}
+
+}  // namespace smtpgate

@@ -1,0 +1,80 @@
+#include "proxy/admin_client.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+namespace smtpgate {
+
+int admin_request(const std::string& address, const std::string& method, const std::string& path) {
+  std::string host, port;
+  if (!address.empty() && address.front() == '[') {
+    auto close = address.find("]:");
+    if (close == std::string::npos) {
+      std::cerr << "bad admin address " << address << "\n";
+      return 1;
+    }
+    host = address.substr(1, close - 1);
+    port = address.substr(close + 2);
+  } else {
+    auto colon = address.rfind(':');
+    if (colon == std::string::npos) {
+      std::cerr << "bad admin address " << address << " (want host:port)\n";
+      return 1;
+    }
+    host = address.substr(0, colon);
+    port = address.substr(colon + 1);
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0 || !res) {
+    std::cerr << "bad admin address " << address << "\n";
+    return 1;
+  }
+  int fd = socket(res->ai_family, SOCK_STREAM, 0);
+  timeval tv{10, 0};  // every wait is bounded
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
+    std::perror(("cannot connect to admin endpoint " + address).c_str());
+    freeaddrinfo(res);
+    if (fd >= 0) close(fd);
+    return 1;
+  }
+  freeaddrinfo(res);
+  std::string req = method + " " + path + " HTTP/1.0\r\nHost: " + address + "\r\n\r\n";
+  if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+    std::perror("write to admin endpoint");
+    close(fd);
+    return 1;
+  }
+  std::string resp;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    resp.append(buf, static_cast<size_t>(n));
+    if (resp.size() > (16u << 20)) break;
+  }
+  close(fd);
+  auto sp = resp.find(' ');
+  int status = sp == std::string::npos ? 0 : std::atoi(resp.c_str() + sp + 1);
+  auto body_at = resp.find("\r\n\r\n");
+  std::string body = body_at == std::string::npos ? std::string() : resp.substr(body_at + 4);
+  if (status >= 200 && status < 300) {
+    std::cout << body;
+    if (!body.empty() && body.back() != '\n') std::cout << "\n";
+    return 0;
+  }
+  std::cerr << "admin endpoint answered " << (status ? std::to_string(status) : "nothing") << ": "
+            << body << "\n";
+  return 1;
+}
+
+}  // namespace smtpgate

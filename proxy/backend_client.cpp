@@ -1,0 +1,315 @@
+#include "proxy/backend_client.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "proxy/smtp/sasl.h"
+
+namespace smtpgate {
+namespace {
+
+std::string b64(std::string_view in) {
+  std::string out(4 * ((in.size() + 2) / 3), '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(in.data()),
+                          static_cast<int>(in.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+void wipe(std::string& s) {
+  if (!s.empty()) OPENSSL_cleanse(s.data(), s.size());
+  s.clear();
+}
+
+std::string first_line(const smtp::BackendReply& r) {
+  auto raw = r.raw;
+  auto eol = raw.find("\r\n");
+  return std::string(raw.substr(0, eol));
+}
+
+}  // namespace
+
+BackendClient::~BackendClient() {
+  abort();
+  wipe(auth_user_);
+  wipe(auth_pass_);
+}
+
+void BackendClient::connect(const Policy& policy, const sockaddr_storage& addr,
+                            const ClientInfo& client) {
+  close_connection();
+  client_ = client;
+  client_ip_ = policy.backend.client_ip;
+  ehlo_name_ = policy.hostname;
+  connect_timeout_ = policy.timeouts.backend_connect;
+  reply_timeout_ = policy.timeouts.backend_reply;
+  caps_ = {};
+  parser_.reset();
+  pending_.clear();
+  conn_ = Connection::create(loop_, this);
+  if (!timer_) timer_ = Timer::create(loop_, this);
+  state_ = State::Connecting;
+  timer_->start(connect_timeout_);
+  int rc = conn_->connect(reinterpret_cast<const sockaddr*>(&addr));
+  if (rc != 0) fail(std::string("connect: ") + uv_strerror(rc), false);
+}
+
+void BackendClient::on_connected(Connection&, int status) {
+  if (status != 0) {
+    fail(std::string("connect: ") + uv_strerror(status), false);
+    return;
+  }
+  conn_->start_reading();
+  if (client_ip_ == ClientIpMode::ProxyV1) conn_->write(proxy_v1_header(client_.client, client_.local));
+  if (client_ip_ == ClientIpMode::ProxyV2) conn_->write(proxy_v2_header(client_.client, client_.local));
+  conn_->flush();
+  state_ = State::Banner;
+  timer_->start(reply_timeout_);
+}
+
+void BackendClient::write_line(std::string_view line) {
+  conn_->write(line);
+}
+
+void BackendClient::send_ehlo() {
+  write_line("EHLO " + ehlo_name_ + "\r\n");
+  conn_->flush();
+  state_ = State::Ehlo;
+}
+
+void BackendClient::send(Tag tag, std::string_view line) {
+  if (state_ != State::Ready || (!caps_.pipelining && !pending_.empty())) {
+    held_.emplace_back(tag, std::string(line));
+    return;
+  }
+  if (pending_.empty()) arm_reply_timer();
+  pending_.push_back(tag);
+  conn_->write(line);
+}
+
+bool BackendClient::authenticate(std::string_view login, std::string_view password) {
+  if (state_ == State::Ready && !caps_.auth_plain && !caps_.auth_login) return false;
+  auth_user_.assign(login);
+  auth_pass_.assign(password);
+  if (state_ != State::Ready) {
+    // The mechanism is chosen once the EHLO reply is known.
+    held_.emplace_back(Tag::Auth, std::string());
+    return true;
+  }
+  if (caps_.auth_plain) {
+    std::string blob;
+    blob.reserve(login.size() + password.size() + 2);
+    blob += '\0';
+    blob += login;
+    blob += '\0';
+    blob += password;
+    std::string line = "AUTH PLAIN " + b64(blob) + "\r\n";
+    wipe(blob);
+    auth_step_ = AuthStep::PlainSent;
+    conn_->write(line);
+    wipe(line);
+  } else {
+    auth_step_ = AuthStep::LoginSent;
+    conn_->write("AUTH LOGIN\r\n");
+  }
+  if (pending_.empty()) arm_reply_timer();
+  pending_.push_back(Tag::Auth);
+  return true;
+}
+
+void BackendClient::arm_reply_timer() { timer_->start(reply_timeout_); }
+
+void BackendClient::on_data(Connection&, std::string_view data) {
+  while (!data.empty()) {
+    auto r = parser_.feed(data);
+    data.remove_prefix(r.consumed);
+    if (r.status == smtp::ReplyParser::Status::NeedMore) break;
+    if (r.status == smtp::ReplyParser::Status::Error) {
+      fail("malformed reply: " + std::string(parser_.error()), true);
+      return;
+    }
+    Connection* c = conn_;
+    handle_reply(parser_.reply());
+    // The handler may have failed or aborted this connection: stop reading its bytes.
+    if (conn_ != c || !conn_) return;
+  }
+  if (conn_) conn_->flush();
+}
+
+void BackendClient::handle_reply(const smtp::BackendReply& r) {
+  switch (state_) {
+    case State::Idle:
+    case State::Connecting:
+      return;
+    case State::Banner:
+    case State::XclientBanner:
+      if (r.code != 220) {
+        fail("greeting: " + first_line(r), false);
+        return;
+      }
+      send_ehlo();
+      return;
+    case State::Ehlo:
+      if (r.code != 250) {
+        fail("EHLO: " + first_line(r), false);
+        return;
+      }
+      caps_ = smtp::parse_ehlo_capabilities(r);
+      if (client_ip_ == ClientIpMode::Xclient && caps_.xclient &&
+          client_.client.ip != IpAddress()) {
+        std::string x = "XCLIENT";
+        const auto& ip = client_.client.ip;
+        if (caps_.xclient_has(smtp::EhloCapabilities::kAddr))
+          x += " ADDR=" + (ip.is_v4() ? ip.to_string() : "IPV6:" + ip.to_string());
+        if (caps_.xclient_has(smtp::EhloCapabilities::kPort))
+          x += " PORT=" + std::to_string(client_.client.port);
+        if (caps_.xclient_has(smtp::EhloCapabilities::kName)) x += " NAME=[UNAVAILABLE]";
+        if (caps_.xclient_has(smtp::EhloCapabilities::kHelo) && !client_.helo.empty())
+          x += " HELO=" + smtp::xtext_encode(client_.helo);
+        if (caps_.xclient_has(smtp::EhloCapabilities::kProto))
+          x += client_.esmtp ? " PROTO=ESMTP" : " PROTO=SMTP";
+        client_ip_ = ClientIpMode::None;  // once per connection
+        write_line(x + "\r\n");
+        conn_->flush();
+        state_ = State::Xclient;
+        return;
+      }
+      become_ready();
+      return;
+    case State::Xclient:
+      // Postfix answers XCLIENT with a new greeting; the session starts over with EHLO.
+      if (r.code != 220) {
+        fail("XCLIENT: " + first_line(r), false);
+        return;
+      }
+      send_ehlo();
+      return;
+    case State::Ready:
+      break;
+  }
+  if (pending_.empty()) {
+    fail("reply out of turn: " + first_line(r), true);
+    return;
+  }
+  if (pending_.front() == Tag::Auth && r.code == 334) {
+    handle_auth_reply(r);
+    return;
+  }
+  Tag tag = pending_.front();
+  pending_.pop_front();
+  if (tag == Tag::Auth) {
+    auth_step_ = AuthStep::None;
+    wipe(auth_user_);
+    wipe(auth_pass_);
+  }
+  if (pending_.empty()) {
+    timer_->stop();
+  } else {
+    arm_reply_timer();
+  }
+  Connection* c = conn_;
+  events_->on_backend_reply(tag, r);
+  if (conn_ != c || !conn_) return;
+  release_held();
+}
+
+void BackendClient::release_held() {
+  // Without PIPELINING, the next held command goes out once the last reply is in.
+  while (conn_ && !held_.empty() && (caps_.pipelining || pending_.empty())) {
+    auto [t, line] = std::move(held_.front());
+    held_.pop_front();
+    if (t == Tag::Auth && line.empty()) {
+      std::string u = auth_user_, p = auth_pass_;
+      bool ok = authenticate(u, p);
+      wipe(u);
+      wipe(p);
+      if (!ok) fail("backend offers no AUTH mechanism the gateway can use", false);
+    } else {
+      send(t, line);
+    }
+  }
+}
+
+void BackendClient::handle_auth_reply(const smtp::BackendReply& r) {
+  arm_reply_timer();
+  switch (auth_step_) {
+    case AuthStep::LoginSent: {
+      std::string line = b64(auth_user_) + "\r\n";
+      conn_->write(line);
+      auth_step_ = AuthStep::LoginUserSent;
+      return;
+    }
+    case AuthStep::LoginUserSent: {
+      std::string line = b64(auth_pass_) + "\r\n";
+      conn_->write(line);
+      wipe(line);
+      auth_step_ = AuthStep::LoginPassSent;
+      return;
+    }
+    default:
+      // A challenge we did not expect: cancel the exchange; the backend answers 501.
+      conn_->write("*\r\n");
+      (void)r;
+      return;
+  }
+}
+
+void BackendClient::become_ready() {
+  state_ = State::Ready;
+  timer_->stop();
+  Connection* c = conn_;
+  events_->on_backend_ready();
+  if (conn_ != c || !conn_) return;
+  release_held();
+  if (conn_) conn_->flush();
+}
+
+void BackendClient::on_eof(Connection&, int status) {
+  fail(status == UV_EOF ? "connection closed by backend" : std::string(uv_strerror(status)),
+       false);
+}
+
+void BackendClient::on_drained(Connection&) { events_->on_backend_drained(); }
+
+void BackendClient::on_timer(Timer&) {
+  fail(state_ == State::Connecting ? "connect timeout" : "reply timeout", false);
+}
+
+void BackendClient::close_connection() {
+  if (conn_) {
+    conn_->close();
+    conn_ = nullptr;
+  }
+  if (timer_) timer_->stop();
+  state_ = State::Idle;
+  pending_.clear();
+  held_.clear();
+  auth_step_ = AuthStep::None;
+  parser_.reset();
+}
+
+void BackendClient::fail(const std::string& why, bool protocol_error) {
+  close_connection();
+  wipe(auth_user_);
+  wipe(auth_pass_);
+  events_->on_backend_failed(why, protocol_error);
+}
+
+void BackendClient::abort() {
+  close_connection();
+  if (timer_) {
+    timer_->close();
+    timer_ = nullptr;
+  }
+}
+
+void BackendClient::quit() {
+  if (conn_ && state_ == State::Ready && pending_.empty()) {
+    conn_->write("QUIT\r\n");
+    conn_->flush();
+  }
+  abort();
+}
+
+}  // namespace smtpgate

@@ -1,0 +1,120 @@
+// The session's connection to the backend mail server: connect, banner, EHLO, client
+// address (XCLIENT / PROXY header), then commands whose replies come back in order.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <string_view>
+
+#include "policy/policy.h"
+#include "proxy/connection.h"
+#include "proxy/proxy_protocol.h"
+#include "proxy/smtp/reply_parser.h"
+#include "proxy/timer.h"
+
+namespace smtpgate {
+
+class BackendClient final : public Connection::Handler, public Timer::Handler {
+ public:
+  // What a reply answers; the session decides what to do with it.
+  enum class Tag : uint8_t { Mail, Rcpt, Data, DataEnd, Rset, Auth };
+
+  class Events {
+   public:
+    virtual void on_backend_ready() = 0;
+    virtual void on_backend_reply(Tag tag, const smtp::BackendReply& reply) = 0;
+    // The connection is gone (refused, dropped, timed out, protocol error); every reply
+    // still expected is lost. `protocol_error`: the backend said something out of turn.
+    virtual void on_backend_failed(const std::string& why, bool protocol_error) = 0;
+    virtual void on_backend_drained() = 0;
+
+   protected:
+    ~Events() = default;
+  };
+
+  // Everything the backend needs to hear about the client.
+  struct ClientInfo {
+    Endpoint client;
+    Endpoint local;  // where the client connected
+    std::string helo;
+    bool esmtp = true;
+  };
+
+  BackendClient(uv_loop_t* loop, Events* events) : loop_(loop), events_(events) {}
+  ~BackendClient();
+  BackendClient(const BackendClient&) = delete;
+  BackendClient& operator=(const BackendClient&) = delete;
+
+  // Starts a connection (state Connecting); on_backend_ready() or on_backend_failed() follows.
+  void connect(const Policy& policy, const sockaddr_storage& addr, const ClientInfo& client);
+  bool idle() const { return state_ == State::Idle; }
+  bool ready() const { return state_ == State::Ready; }
+  const smtp::EhloCapabilities& capabilities() const { return caps_; }
+
+  // Queues a command line (with CRLF) whose reply is delivered with `tag`. Commands given
+  // before the connection is ready are sent once it is.
+  void send(Tag tag, std::string_view line);
+  // AUTH with the client's credentials, by a mechanism the backend offers (PLAIN, else
+  // LOGIN); the final reply comes as Tag::Auth. Returns false when the backend offers none.
+  bool authenticate(std::string_view login, std::string_view password);
+  // Message bytes during DATA: no reply expected.
+  void write_body(std::string_view bytes) {
+    if (conn_) conn_->write(bytes);
+  }
+  std::string* body_buffer() { return conn_ ? &conn_->out_buffer() : nullptr; }
+  void flush() {
+    if (conn_) conn_->flush();
+  }
+  size_t queued_bytes() const { return conn_ ? conn_->queued_bytes() : 0; }
+  size_t pending_replies() const { return pending_.size(); }
+
+  // Closes at once: a message in DATA is never completed (no final dot), so not delivered.
+  void abort();
+  // Polite end: QUIT if idle between transactions, then close.
+  void quit();
+
+  // Connection::Handler
+  void on_connected(Connection& c, int status) override;
+  void on_data(Connection& c, std::string_view data) override;
+  void on_eof(Connection& c, int status) override;
+  void on_drained(Connection& c) override;
+  // Timer::Handler
+  void on_timer(Timer& t) override;
+
+ private:
+  enum class State : uint8_t { Idle, Connecting, Banner, Ehlo, Xclient, XclientBanner, Ready };
+  enum class AuthStep : uint8_t { None, PlainSent, LoginSent, LoginUserSent, LoginPassSent };
+
+  void handle_reply(const smtp::BackendReply& r);
+  void handle_auth_reply(const smtp::BackendReply& r);
+  void write_line(std::string_view line);
+  void send_ehlo();
+  void become_ready();
+  void release_held();
+  void fail(const std::string& why, bool protocol_error);
+  void close_connection();
+  void arm_reply_timer();
+
+  uv_loop_t* loop_;
+  Events* events_;
+  Connection* conn_ = nullptr;
+  Timer* timer_ = nullptr;
+  State state_ = State::Idle;
+  smtp::ReplyParser parser_;
+  smtp::EhloCapabilities caps_;
+  std::deque<Tag> pending_;  // replies expected, in order
+  // Commands not yet written: before Ready, or while a backend without PIPELINING has a
+  // reply outstanding.
+  std::deque<std::pair<Tag, std::string>> held_;
+  AuthStep auth_step_ = AuthStep::None;
+  std::string auth_user_, auth_pass_;  // only while an AUTH exchange runs; wiped after
+  ClientInfo client_;
+  ClientIpMode client_ip_ = ClientIpMode::None;
+  std::string ehlo_name_;
+  std::chrono::milliseconds connect_timeout_{10000}, reply_timeout_{300000};
+};
+
+}  // namespace smtpgate

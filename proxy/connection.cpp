@@ -1,0 +1,129 @@
+#include "proxy/connection.h"
+
+namespace smtpgate {
+namespace {
+
+// Buffers kept after a burst are returned when they grew large, so idle sessions stay small.
+constexpr size_t kKeepCapacity = 4096;
+
+void trim(std::string& s) {
+  if (s.capacity() > kKeepCapacity) std::string().swap(s);
+}
+
+}  // namespace
+
+Connection* Connection::create(uv_loop_t* loop, Handler* handler) {
+  auto* c = new Connection();
+  uv_tcp_init(loop, &c->tcp_);
+  c->tcp_.data = c;
+  c->handler_ = handler;
+  return c;
+}
+
+int Connection::accept(uv_stream_t* server) {
+  int rc = uv_accept(server, reinterpret_cast<uv_stream_t*>(&tcp_));
+  if (rc == 0) uv_tcp_nodelay(&tcp_, 1);
+  return rc;
+}
+
+int Connection::connect(const sockaddr* addr) {
+  connect_req_.data = this;
+  uv_tcp_nodelay(&tcp_, 1);
+  return uv_tcp_connect(&connect_req_, &tcp_, addr, on_connect);
+}
+
+void Connection::on_connect(uv_connect_t* req, int status) {
+  auto* c = static_cast<Connection*>(req->data);
+  if (c->closing() || !c->handler_) return;
+  c->handler_->on_connected(*c, status);
+}
+
+void Connection::start_reading() {
+  if (reading_ || closing()) return;
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) == 0)
+    reading_ = true;
+}
+
+void Connection::pause_reading() {
+  if (!reading_) return;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  reading_ = false;
+}
+
+void Connection::on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
+  static char shared[kReadBufferSize];
+  buf->base = shared;
+  buf->len = sizeof shared;
+}
+
+void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+  auto* c = static_cast<Connection*>(s->data);
+  if (c->closing()) return;
+  if (n > 0) {
+    c->handler_->on_data(*c, std::string_view(buf->base, static_cast<size_t>(n)));
+  } else if (n < 0) {
+    c->pause_reading();
+    c->handler_->on_eof(*c, static_cast<int>(n));
+  }
+}
+
+void Connection::flush() {
+  if (closing() || writing_ || out_.empty()) return;
+  uv_buf_t b = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
+  int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1);
+  if (n == static_cast<int>(out_.size())) {
+    out_.clear();
+    trim(out_);
+    handler_->on_drained(*this);
+    return;
+  }
+  if (n < 0 && n != UV_EAGAIN) {
+    write_failed(n);
+    return;
+  }
+  size_t done = n > 0 ? static_cast<size_t>(n) : 0;
+  inflight_.assign(out_, done);
+  out_.clear();
+  writing_ = true;
+  write_req_.data = this;
+  uv_buf_t rest = uv_buf_init(inflight_.data(), static_cast<unsigned>(inflight_.size()));
+  int rc = uv_write(&write_req_, reinterpret_cast<uv_stream_t*>(&tcp_), &rest, 1, on_write);
+  if (rc != 0) {
+    writing_ = false;
+    write_failed(rc);
+  }
+}
+
+void Connection::on_write(uv_write_t* req, int status) {
+  auto* c = static_cast<Connection*>(req->data);
+  c->writing_ = false;
+  c->inflight_.clear();
+  trim(c->inflight_);
+  if (c->closing()) return;
+  if (status < 0) {
+    c->write_failed(status);
+    return;
+  }
+  if (!c->out_.empty()) {
+    c->flush();
+  } else {
+    c->handler_->on_drained(*c);
+  }
+}
+
+void Connection::write_failed(int status) {
+  out_.clear();
+  pause_reading();
+  if (handler_) handler_->on_eof(*this, status);
+}
+
+void Connection::close() {
+  if (closing()) return;
+  state_ = State::Closing;
+  handler_ = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
+}
+
+void Connection::on_close(uv_handle_t* h) { delete static_cast<Connection*>(h->data); }
+
+}  // namespace smtpgate

@@ -1,0 +1,77 @@
+// One TCP connection on the loop: owns its uv_tcp_t, batches writes, and frees itself in
+// its close callback (never under its owner's call stack).
+#pragma once
+
+#include <uv.h>
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace smtpgate {
+
+class Connection {
+ public:
+  // Events go to the owner. After close() no event is delivered, so an owner can close
+  // and forget a connection at any time.
+  class Handler {
+   public:
+    virtual void on_connected(Connection& c, int status) = 0;  // outbound connect finished
+    virtual void on_data(Connection& c, std::string_view data) = 0;
+    virtual void on_eof(Connection& c, int status) = 0;  // peer closed (UV_EOF) or read error
+    virtual void on_drained(Connection& c) = 0;           // every queued byte was written
+
+   protected:
+    ~Handler() = default;
+  };
+
+  // Creates a connection whose handle is initialised on `loop`.
+  static Connection* create(uv_loop_t* loop, Handler* handler);
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  int accept(uv_stream_t* server);  // then start_reading()
+  int connect(const sockaddr* addr);
+  void start_reading();
+  void pause_reading();
+
+  // Queues bytes; they are sent by flush() (batched: one write per burst of replies).
+  void write(std::string_view data) { out_.append(data); }
+  // The queue itself, for producers that append in place (the DATA body filter).
+  std::string& out_buffer() { return out_; }
+  void flush();
+  size_t queued_bytes() const { return out_.size() + inflight_.size(); }
+
+  // Stops events and closes; the object deletes itself when libuv is done with the handle.
+  void close();
+  bool closing() const { return state_ != State::Open; }
+
+  uv_tcp_t* handle() { return &tcp_; }
+
+  // A read buffer shared by every connection of the loop: reads are consumed synchronously.
+  static constexpr size_t kReadBufferSize = 64 * 1024;
+
+ private:
+  enum class State { Open, Closing };
+  Connection() = default;
+  ~Connection() = default;
+
+  static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf);
+  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+  static void on_write(uv_write_t* req, int status);
+  static void on_connect(uv_connect_t* req, int status);
+  static void on_close(uv_handle_t* h);
+  void write_failed(int status);
+
+  uv_tcp_t tcp_{};
+  uv_write_t write_req_{};
+  uv_connect_t connect_req_{};
+  Handler* handler_ = nullptr;
+  State state_ = State::Open;
+  bool reading_ = false;
+  bool writing_ = false;
+  std::string out_;       // queued, not yet handed to libuv
+  std::string inflight_;  // owned by the pending uv_write until its callback
+};
+
+}  // namespace smtpgate

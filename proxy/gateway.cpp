@@ -1,0 +1,280 @@
+#include "proxy/gateway.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <random>
+
+#include "policy/loader.h"
+#include "policy/replies.h"
+#include "proxy/ban_store.h"
+#include "proxy/server.h"
+#include "proxy/session.h"
+#include "proxy/tls_files.h"
+
+namespace smtpgate {
+namespace {
+
+std::string to_sockaddr(const std::string& host, uint16_t port, sockaddr_storage* out) {
+  std::memset(out, 0, sizeof *out);
+  if (host.find(':') != std::string::npos) {
+    if (uv_ip6_addr(host.c_str(), port, reinterpret_cast<sockaddr_in6*>(out)) != 0)
+      return "bad IPv6 address " + host;
+  } else if (uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(out)) != 0) {
+    return "bad IPv4 address " + host;
+  }
+  return {};
+}
+
+UnixSeconds unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+Gateway::Gateway(RunOptions options) : options_(std::move(options)) {
+  uv_loop_init(&loop_);
+  std::random_device rd;
+  id_prefix_ = rd();
+}
+
+Gateway::~Gateway() {
+  close_all();
+  // Let every close callback run, then the loop must close cleanly.
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  for (Session* s : retired_) delete s;
+  retired_.clear();
+  uv_loop_close(&loop_);
+}
+
+std::string Gateway::next_session_id() {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%08x%06llx", id_prefix_,
+                static_cast<unsigned long long>(++serial_ & 0xffffff));
+  return buf;
+}
+
+std::string Gateway::load(bool initial) {
+  LoadOptions opts;
+  opts.cli_dry_run = options_.dry_run;
+  opts.tls_checker = check_tls_files;
+  LoadResult r = load_policy_file(options_.policy_path, opts);
+  if (!r.ok()) {
+    std::string all;
+    for (const auto& e : r.errors) all += (all.empty() ? "" : "\n") + e.to_string();
+    return all;
+  }
+  if (options_.log_format) r.policy->log.format = *options_.log_format;
+  sockaddr_storage backend{};
+  if (auto err = to_sockaddr(r.policy->backend.host, r.policy->backend.port, &backend);
+      !err.empty())
+    return err;
+  for (const auto& l : r.policy->listeners)
+    if (l.tls != TlsMode::None)
+      return "listener " + l.name + ": TLS listeners need the TLS support of this build";
+  if (initial) {
+    if (auto err = log_.open(r.policy->log.path, r.policy->log.format); !err.empty()) return err;
+  } else {
+    log_.set_format(r.policy->log.format);
+  }
+  backend_addr_ = backend;
+  policy_ = std::move(r.policy);
+  return {};
+}
+
+std::string Gateway::open_listeners() {
+  for (const auto& l : policy_->listeners) {
+    auto& lr = listeners_.emplace_back();
+    lr.gw = this;
+    lr.config = l;
+    sockaddr_storage addr{};
+    if (auto err = to_sockaddr(l.host, l.port, &addr); !err.empty()) return err;
+    uv_tcp_init(&loop_, &lr.server);
+    lr.server.data = &lr;
+    lr.open = true;
+    // An IPv6 wildcard listener is dual-stack: IPv4 clients arrive as mapped addresses.
+    int rc = uv_tcp_bind(&lr.server, reinterpret_cast<sockaddr*>(&addr), 0);
+    if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&lr.server), 1024, on_connection);
+    if (rc != 0)
+      return "listener " + l.name + ": cannot listen on " + l.host + ":" + std::to_string(l.port) +
+             ": " + uv_strerror(rc);
+  }
+  return {};
+}
+
+int Gateway::run() {
+  signal(SIGPIPE, SIG_IGN);
+  if (auto err = load(true); !err.empty()) {
+    std::cerr << err << "\n";
+    return 1;
+  }
+  if (auto err = open_listeners(); !err.empty()) {
+    std::cerr << err << "\n";
+    return 1;
+  }
+  load_bans();
+  uv_check_init(&loop_, &reaper_);
+  reaper_.data = this;
+  uv_check_start(&reaper_, on_check);
+  for (auto* sig : {&sighup_, &sigterm_, &sigint_}) {
+    uv_signal_init(&loop_, sig);
+    sig->data = this;
+  }
+  uv_signal_start(&sighup_, on_signal, SIGHUP);
+  uv_signal_start(&sigterm_, on_signal, SIGTERM);
+  uv_signal_start(&sigint_, on_signal, SIGINT);
+  uv_timer_init(&loop_, &drain_timer_);
+  drain_timer_.data = this;
+  nlohmann::json listeners = nlohmann::json::array();
+  for (const auto& l : policy_->listeners)
+    listeners.push_back(l.name + "=" + l.host + ":" + std::to_string(l.port));
+  log_.write("policy_reload", {{"result", "loaded"},
+                               {"path", options_.policy_path},
+                               {"listeners", listeners},
+                               {"mode", policy_->mode == Mode::Enforce ? "enforce" : "dry-run"}});
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  return 0;
+}
+
+void Gateway::on_connection(uv_stream_t* server, int status) {
+  auto* lr = static_cast<ListenerRuntime*>(server->data);
+  Gateway* gw = lr->gw;
+  if (status < 0 || gw->draining_) return;
+  gw->metrics_.connections++;
+  auto* s = new Session(*gw, *lr, gw->policy_, gw->serial_);
+  gw->sessions_.push_back(s);
+  s->start(server);
+}
+
+void Gateway::retire(Session* s) { retired_.push_back(s); }
+
+void Gateway::on_check(uv_check_t* h) {
+  auto* gw = static_cast<Gateway*>(h->data);
+  if (gw->retired_.empty()) return;
+  std::vector<Session*> dead;
+  dead.swap(gw->retired_);
+  for (Session* s : dead) {
+    gw->sessions_.remove(s);
+    delete s;
+  }
+  if (gw->draining_ && gw->sessions_.empty()) gw->close_all();
+}
+
+void Gateway::on_signal(uv_signal_t* h, int signum) {
+  auto* gw = static_cast<Gateway*>(h->data);
+  if (signum == SIGHUP) {
+    gw->reload();
+  } else {
+    gw->drain();
+  }
+}
+
+void Gateway::reload() {
+  PolicySnapshot old = policy_;
+  std::string err = load(false);
+  if (!err.empty()) {
+    log_.write("policy_reload", {{"result", "rejected"}, {"path", options_.policy_path}, {"errors", err}});
+    return;
+  }
+  // Listeners are fixed for the process; new listen addresses need a restart.
+  log_.write("policy_reload", {{"result", "loaded"}, {"path", options_.policy_path}});
+}
+
+void Gateway::drain() {
+  if (draining_) return;
+  draining_ = true;
+  log_.write("policy_reload", {{"result", "draining"}, {"sessions", sessions_.size()}});
+  for (auto& lr : listeners_) {
+    if (lr.open) {
+      lr.open = false;
+      uv_close(reinterpret_cast<uv_handle_t*>(&lr.server), nullptr);
+    }
+  }
+  for (Session* s : std::vector<Session*>(sessions_.begin(), sessions_.end())) s->drain();
+  if (sessions_.empty()) {
+    close_all();
+    return;
+  }
+  uv_timer_start(
+      &drain_timer_,
+      [](uv_timer_t* t) {
+        auto* gw = static_cast<Gateway*>(t->data);
+        gw->log_.write("error", {{"component", "drain"},
+                                 {"reason", "drain timeout: closing remaining sessions"},
+                                 {"sessions", gw->sessions_.size()}});
+        gw->close_all();
+      },
+      static_cast<uint64_t>(std::chrono::milliseconds(policy_->timeouts.drain).count()), 0);
+}
+
+void Gateway::close_all() {
+  for (Session* s : std::vector<Session*>(sessions_.begin(), sessions_.end())) s->abandon();
+  for (auto& lr : listeners_) {
+    if (lr.open) {
+      lr.open = false;
+      uv_close(reinterpret_cast<uv_handle_t*>(&lr.server), nullptr);
+    }
+  }
+  auto close = [](auto* h) {
+    auto* handle = reinterpret_cast<uv_handle_t*>(h);
+    if (handle->loop && !uv_is_closing(handle)) uv_close(handle, nullptr);
+  };
+  close(&reaper_);
+  close(&sighup_);
+  close(&sigterm_);
+  close(&sigint_);
+  close(&drain_timer_);
+  // Sessions closed above retire themselves; delete them now that nothing runs.
+  for (Session* s : retired_) {
+    sessions_.remove(s);
+    delete s;
+  }
+  retired_.clear();
+}
+
+// ---------------------------------------------------------------- bans
+
+bool Gateway::banned(const IpAddress& ip) {
+  return bans_.banned(ip, unix_now());
+}
+
+uint32_t Gateway::record_auth_failure(const IpAddress& ip) {
+  return bans_.record_failure(ip, unix_now(), policy_->brute_force);
+}
+
+void Gateway::ban(const IpAddress& ip, const std::string& reason, const std::string& session) {
+  BanEntry e = bans_.ban(ip, unix_now(), policy_->brute_force, reason);
+  log_.write("ban", {{"session", session},
+                     {"ip", ip.to_string()},
+                     {"until", e.until},
+                     {"duration_s", e.until - e.since},
+                     {"offense", e.offense},
+                     {"reason", reason}});
+  save_bans();
+}
+
+void Gateway::load_bans() {
+  const std::string& path = policy_->brute_force.state_file;
+  if (path.empty()) return;
+  std::string err = read_ban_state(path, &bans_);
+  if (!err.empty()) log_.write("error", {{"component", "bans"}, {"reason", err}});
+}
+
+void Gateway::save_bans() {
+  const std::string& path = policy_->brute_force.state_file;
+  if (path.empty()) return;
+  std::string err = write_ban_state(path, bans_);
+  if (!err.empty()) log_.write("error", {{"component", "bans"}, {"reason", err}});
+}
+
+int run_gateway(const RunOptions& options) {
+  Gateway gw(options);
+  return gw.run();
+}
+
+}  // namespace smtpgate

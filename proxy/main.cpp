@@ -1,0 +1,163 @@
+// smtpgate: SMTP policy gateway. Subcommands: run, check, explain, bans.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+#include "policy/explain.h"
+#include "policy/loader.h"
+#include "proxy/admin_client.h"
+#include "proxy/gateway.h"
+#include "proxy/tls_files.h"
+
+namespace {
+
+using namespace smtpgate;
+
+LoadResult load_for_cli(const std::string& path, bool dry_run = false) {
+  LoadOptions opts;
+  opts.check_files = true;
+  opts.cli_dry_run = dry_run;
+  opts.tls_checker = check_tls_files;
+  return load_policy_file(path, opts);
+}
+
+void print_errors(const LoadResult& r) {
+  for (const auto& e : r.errors) std::cerr << e.to_string() << "\n";
+  std::cerr << r.errors.size() << (r.errors.size() == 1 ? " error" : " errors") << "\n";
+}
+
+std::string_view class_name(ListenerClass c) {
+  switch (c) {
+    case ListenerClass::Mx: return "mx";
+    case ListenerClass::Submission: return "submission";
+    case ListenerClass::Auto: return "auto";
+  }
+  return "?";
+}
+
+int cmd_check(const std::string& path) {
+  LoadResult r = load_for_cli(path);
+  if (!r.ok()) {
+    print_errors(r);
+    return 1;
+  }
+  const Policy& p = *r.policy;
+  std::string listeners;
+  for (const auto& l : p.listeners) {
+    if (!listeners.empty()) listeners += ", ";
+    listeners += l.name + " (" + std::string(class_name(l.cls)) + ")";
+  }
+  std::cout << path << ": OK: " << p.listeners.size() << " listener"
+            << (p.listeners.size() == 1 ? "" : "s") << " [" << listeners << "], backend "
+            << p.backend.host << ":" << p.backend.port << ", mode "
+            << (p.mode == Mode::Enforce ? "enforce" : "dry-run") << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"smtpgate: SMTP policy gateway in front of an existing mail server"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("smtpgate ") + SMTPGATE_VERSION);
+
+  std::string policy_path;
+
+  auto* run = app.add_subcommand("run", "run the gateway");
+  RunOptions run_opts;
+  std::string log_format;
+  run->add_option("-c,--config", run_opts.policy_path, "policy file")->required();
+  run->add_flag("--dry-run", run_opts.dry_run, "log what would be rejected, enforce nothing");
+  run->add_option("--log-format", log_format, "json or text")
+      ->check(CLI::IsMember({"json", "text"}));
+
+  auto* check = app.add_subcommand("check", "validate a policy file");
+  check->add_option("-c,--config", policy_path, "policy file")->required();
+
+  auto* expl = app.add_subcommand("explain", "show the decision of every stage for a session");
+  std::string client, listener;
+  ExplainInput in;
+  std::string auth_user, mail_from;
+  bool auth_ok = false, auth_fail = false, json = false;
+  expl->add_option("-c,--config", policy_path, "policy file")->required();
+  expl->add_option("--client", client, "client IP address")->required();
+  expl->add_option("--listener", in.listener, "listener name")->required();
+  expl->add_flag("--tls", in.tls, "the session has TLS (STARTTLS or implicit)");
+  expl->add_option("--helo", in.helo, "HELO/EHLO name");
+  auto* au = expl->add_option("--auth-user", auth_user, "login used for AUTH");
+  auto* ok = expl->add_flag("--auth-ok", auth_ok, "the backend accepts the credentials (default)");
+  auto* fail = expl->add_flag("--auth-fail", auth_fail, "the backend rejects the credentials");
+  ok->needs(au)->excludes(fail);
+  fail->needs(au);
+  expl->add_option("--mail-from", mail_from, "envelope sender (\"<>\" for a bounce)");
+  expl->add_option("--rcpt", in.rcpts, "envelope recipient (repeatable)");
+  expl->add_flag("--json", json, "print one JSON document");
+
+  auto* bans = app.add_subcommand("bans", "list or lift bans through the admin endpoint");
+  bans->require_subcommand(1);
+  std::string admin_addr;
+  bans->add_option("--admin", admin_addr, "admin address host:port (default: from -c policy)");
+  bans->add_option("-c,--config", policy_path, "policy file naming admin.listen");
+  auto* bans_list = bans->add_subcommand("list", "list active bans");
+  auto* bans_unban = bans->add_subcommand("unban", "lift the ban of an IP");
+  std::string unban_ip;
+  bans_unban->add_option("ip", unban_ip, "IP address")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  if (*run) {
+    if (!log_format.empty())
+      run_opts.log_format = log_format == "text" ? LogFormat::Text : LogFormat::Json;
+    return run_gateway(run_opts);
+  }
+  if (*check) return cmd_check(policy_path);
+  if (*expl) {
+    LoadResult r = load_for_cli(policy_path);
+    if (!r.ok()) {
+      print_errors(r);
+      return 1;
+    }
+    auto ip = IpAddress::parse(client);
+    if (!ip) {
+      std::cerr << "--client: \"" << client << "\" is not an IP address\n";
+      return 1;
+    }
+    in.client = *ip;
+    if (!auth_user.empty()) in.auth_user = auth_user;
+    in.auth_ok = !auth_fail;
+    if (!mail_from.empty()) in.mail_from = mail_from;
+    auto result = explain(*r.policy, in);
+    if (!result) {
+      std::cerr << result.error() << "\n";
+      return 1;
+    }
+    std::cout << (json ? explain_json(*result) : explain_text(*result));
+    return 0;
+  }
+  if (*bans) {
+    if (admin_addr.empty()) {
+      if (policy_path.empty()) {
+        std::cerr << "bans: give --admin HOST:PORT or -c policy.json\n";
+        return 1;
+      }
+      LoadResult r = load_for_cli(policy_path);
+      if (!r.ok()) {
+        print_errors(r);
+        return 1;
+      }
+      if (r.policy->admin.host.empty()) {
+        std::cerr << "bans: " << policy_path << " has no admin.listen\n";
+        return 1;
+      }
+      admin_addr = r.policy->admin.host + ":" + std::to_string(r.policy->admin.port);
+    }
+    if (*bans_list) return admin_request(admin_addr, "GET", "/bans");
+    if (*bans_unban) return admin_request(admin_addr, "DELETE", "/bans/" + unban_ip);
+  }
+  return 1;
+}

@@ -1,0 +1,97 @@
+// The running gateway: loop, listeners, sessions, policy snapshot, log and shared state.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "policy/ban_list.h"
+#include "policy/policy.h"
+#include "proxy/gateway.h"
+#include "proxy/log.h"
+
+namespace smtpgate {
+
+class Gateway;
+class Session;
+
+// One listening socket and the listener it serves.
+struct ListenerRuntime {
+  Gateway* gw = nullptr;
+  Listener config;
+  uv_tcp_t server{};
+  bool open = false;
+};
+
+// Counters exported by the admin endpoint.
+struct Metrics {
+  uint64_t connections = 0;
+  uint64_t messages = 0;
+  uint64_t message_bytes = 0;
+  uint64_t backend_errors = 0;
+  uint64_t auth_ok = 0;
+  uint64_t auth_failed = 0;
+};
+
+class Gateway {
+ public:
+  explicit Gateway(RunOptions options);
+  ~Gateway();
+  Gateway(const Gateway&) = delete;
+  Gateway& operator=(const Gateway&) = delete;
+
+  int run();  // until drained; returns the exit code
+
+  uv_loop_t* loop() { return &loop_; }
+  Logger& log() { return log_; }
+  Metrics& metrics() { return metrics_; }
+  const sockaddr_storage& backend_address() const { return backend_addr_; }
+  std::string next_session_id();
+
+  // Called by a session that has closed its handles: deleted on the next loop turn.
+  void retire(Session* s);
+
+  // Brute-force state: bans and AUTH failures per client IP.
+  bool banned(const IpAddress& ip);
+  // Records one counted AUTH failure; returns the failures within the window, this included.
+  uint32_t record_auth_failure(const IpAddress& ip);
+  void ban(const IpAddress& ip, const std::string& reason, const std::string& session);
+
+ private:
+  static void on_connection(uv_stream_t* server, int status);
+  static void on_check(uv_check_t* h);
+  static void on_signal(uv_signal_t* h, int signum);
+
+  std::string load(bool initial);
+  std::string open_listeners();
+  void reload();
+  void drain();
+  void close_all();
+  void load_bans();
+  void save_bans();
+
+  RunOptions options_;
+  uv_loop_t loop_{};
+  Logger log_;
+  PolicySnapshot policy_;
+  sockaddr_storage backend_addr_{};
+  std::list<ListenerRuntime> listeners_;  // stable addresses: handles point into them
+  std::list<Session*> sessions_;
+  std::vector<Session*> retired_;
+  uv_check_t reaper_{};
+  uv_signal_t sighup_{}, sigterm_{}, sigint_{};
+  uv_timer_t drain_timer_{};
+  Metrics metrics_;
+  BanList bans_;
+  uint64_t serial_ = 0;
+  uint32_t id_prefix_ = 0;
+  bool draining_ = false;
+
+  friend class Session;
+};
+
+}  // namespace smtpgate

@@ -1,0 +1,895 @@
+#include "proxy/session.h"
+
+#include <ctime>
+
+#include "policy/replies.h"
+#include "proxy/server.h"
+
+namespace smtpgate {
+namespace {
+
+using smtp::Verb;
+using Tag = BackendClient::Tag;
+
+// Protocol replies the gateway gives on its own (policy replies live in policy/replies.h).
+constexpr std::string_view kOk = "250 2.0.0 Ok\r\n";
+constexpr std::string_view kBye = "221 2.0.0 Bye\r\n";
+constexpr std::string_view kUnknown = "500 5.5.1 Error: command not recognized\r\n";
+constexpr std::string_view kNeedHelo = "503 5.5.1 Error: send HELO/EHLO first\r\n";
+constexpr std::string_view kNestedMail = "503 5.5.1 Error: nested MAIL command\r\n";
+constexpr std::string_view kNeedMail = "503 5.5.1 Error: need MAIL command\r\n";
+constexpr std::string_view kNeedRcpt = "503 5.5.1 Error: need RCPT command\r\n";
+constexpr std::string_view kNoValidRcpt = "554 5.5.1 Error: no valid recipients\r\n";
+constexpr std::string_view kVrfy = "252 2.0.0 Cannot VRFY user, but will accept message\r\n";
+constexpr std::string_view kHelp = "214 2.0.0 See RFC 5321\r\n";
+constexpr std::string_view kNotImpl = "502 5.5.1 Error: command not implemented\r\n";
+constexpr std::string_view kAuthTwice = "503 5.5.1 Error: already authenticated\r\n";
+constexpr std::string_view kAuthInTxn = "503 5.5.1 Error: MAIL transaction in progress\r\n";
+constexpr std::string_view kAuthMech = "504 5.5.4 Unrecognized authentication type\r\n";
+constexpr std::string_view kAuthAborted = "501 5.7.0 Authentication aborted\r\n";
+constexpr std::string_view kAuthBadB64 = "501 5.5.2 Cannot decode response\r\n";
+constexpr std::string_view kAuthBadCreds = "501 5.5.4 Malformed credentials\r\n";
+constexpr std::string_view kAuthOk = "235 2.7.0 Authentication successful\r\n";
+constexpr std::string_view kAuthBackendDown = "454 4.7.0 Temporary authentication failure\r\n";
+constexpr std::string_view kTlsUnavailable = "454 4.7.0 TLS not available\r\n";
+constexpr std::string_view kBackendDown = "421 4.4.1 backend unavailable, try later\r\n";
+constexpr std::string_view kBackendProtocol = "451 4.3.0 Error: backend protocol error\r\n";
+constexpr std::string_view kTooManyErrors = "421 4.7.0 Error: too many errors\r\n";
+constexpr std::string_view kShuttingDown = "421 4.3.2 Service shutting down, closing connection\r\n";
+constexpr std::string_view kBadSender = "501 5.1.7 Bad sender address syntax\r\n";
+constexpr std::string_view kBadRcpt = "501 5.1.3 Bad recipient address syntax\r\n";
+
+std::string line_of(const Reply& r) { return r.line() + "\r\n"; }
+
+Endpoint endpoint_of(const sockaddr_storage& ss) {
+  Endpoint e;
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    e.ip = IpAddress::v4(ntohl(a->sin_addr.s_addr));
+    e.port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    std::array<uint8_t, 16> b{};
+    std::memcpy(b.data(), &a->sin6_addr, 16);
+    e.ip = IpAddress::v6(b);  // IPv4-mapped clients become plain IPv4
+    e.port = ntohs(a->sin6_port);
+  }
+  return e;
+}
+
+std::string_view class_name(ListenerClass c) {
+  switch (c) {
+    case ListenerClass::Mx: return "mx";
+    case ListenerClass::Submission: return "submission";
+    case ListenerClass::Auto: return "auto";
+  }
+  return "?";
+}
+
+// Client-supplied text going into a header: printable ASCII only.
+std::string header_safe(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) out += (c > 32 && c < 127 && c != '(' && c != ')') ? c : '?';
+  return out;
+}
+
+std::string rfc5322_date() {
+  std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+  return buf;
+}
+
+std::string first_line(std::string_view raw) { return std::string(raw.substr(0, raw.find('\r'))); }
+
+}  // namespace
+
+Session::Session(Gateway& gw, ListenerRuntime& lr, PolicySnapshot policy, uint64_t serial)
+    : gw_(gw),
+      lr_(lr),
+      policy_(std::move(policy)),
+      listener_(lr.config),
+      backend_(gw.loop(), this),
+      id_(gw.next_session_id()),
+      started_(std::chrono::steady_clock::now()) {
+  (void)serial;
+  facts_.listener = &listener_;
+  facts_.cls = engine::initial_class(listener_);
+}
+
+Session::~Session() = default;
+
+void Session::start(uv_stream_t* server) {
+  client_ = Connection::create(gw_.loop(), this);
+  timer_ = Timer::create(gw_.loop(), this);
+  if (client_->accept(server) != 0) {
+    finish("accept_failed");
+    return;
+  }
+  sockaddr_storage ss{};
+  int len = sizeof ss;
+  uv_tcp_getpeername(client_->handle(), reinterpret_cast<sockaddr*>(&ss), &len);
+  peer_ = endpoint_of(ss);
+  len = sizeof ss;
+  uv_tcp_getsockname(client_->handle(), reinterpret_cast<sockaddr*>(&ss), &len);
+  local_ = endpoint_of(ss);
+  facts_.client = peer_.ip;
+  client_text_ = format_endpoint(peer_);
+  facts_.banned = gw_.banned(facts_.client);
+  gw_.log().write("session_open", base_fields());
+
+  const Policy& p = *policy_;
+  if (apply(engine::connect(p, facts_))) {
+    close_after_flush();
+    return;
+  }
+  // Implicit TLS greets only after the handshake (TLS support is required for it).
+  reply("220 " + p.hostname + " ESMTP\r\n");
+  flush();
+  arm_command_timer();
+  client_->start_reading();
+}
+
+nlohmann::json Session::base_fields() const {
+  return {{"session", id_},
+          {"client", client_text_},
+          {"listener", listener_.name},
+          {"class", class_name(facts_.cls)}};
+}
+
+void Session::log_decision(const Decision& d) {
+  auto f = base_fields();
+  f["stage"] = to_string(d.stage);
+  f["rule"] = d.rule;
+  f["verdict"] = to_string(d.verdict);
+  f["enforced"] = d.enforced;
+  f["reason"] = d.reason;
+  f["reply"] = d.reply.line();
+  gw_.log().write("decision", f);
+}
+
+bool Session::apply(const Decision& d) {
+  if (d.allowed()) return false;
+  log_decision(d);
+  if (!d.enforced) return false;
+  reply(d.reply);
+  if (d.reply.close) close_after_flush();
+  return true;
+}
+
+void Session::arm_command_timer() {
+  if (timer_ && phase_ != Phase::Data) timer_->start(policy_->timeouts.command);
+}
+
+// ---------------------------------------------------------------- input
+
+void Session::on_data(Connection&, std::string_view data) {
+  bytes_in_ += data.size();
+  if (input_.empty() && !blocked_) {
+    size_t used = process_bytes(data);
+    if (used < data.size() && !finished_) input_.assign(data.substr(used));
+  } else {
+    input_.append(data);
+  }
+  if (input_.size() > kMaxHeldInput && client_) client_->pause_reading();
+  flush();
+}
+
+void Session::process() {
+  if (input_.empty() || finished_) return;
+  size_t used = process_bytes(input_);
+  if (finished_) return;
+  input_.erase(0, used);
+  if (input_.size() <= kMaxHeldInput && client_ && !close_when_flushed_ &&
+      backend_.queued_bytes() < kMaxBackendQueue)
+    client_->start_reading();
+  if (input_.capacity() > 4096 && input_.empty()) std::string().swap(input_);
+}
+
+size_t Session::process_bytes(std::string_view in) {
+  size_t start = in.size();
+  while (!in.empty() && !blocked_ && !finished_ && phase_ != Phase::Closing) {
+    if (phase_ == Phase::Data) {
+      handle_body(in);
+      continue;
+    }
+    size_t limit = phase_ == Phase::Sasl ? smtp::kMaxSaslLine : smtp::kMaxCommandLine;
+    auto r = reader_.feed(in, limit);
+    in.remove_prefix(r.consumed);
+    if (r.status == smtp::LineReader::Status::NeedMore) break;
+    if (r.status == smtp::LineReader::Status::TooLong) {
+      if (phase_ == Phase::Sasl) {
+        phase_ = Phase::Command;
+        sasl_ = SaslStep::None;
+        auth_failed_locally(line_of(replies::line_too_long()), true);
+      } else {
+        reply(replies::line_too_long());
+        error_budget_spent();
+      }
+      continue;
+    }
+    handle_line(r.line);
+    if (!blocked_) arm_command_timer();
+  }
+  return start - in.size();
+}
+
+void Session::handle_line(std::string_view line) {
+  if (phase_ == Phase::Sasl) {
+    handle_sasl_line(line);
+    return;
+  }
+  smtp::Command cmd = smtp::parse_command(line);
+  handle_command(cmd, line);
+}
+
+void Session::handle_command(const smtp::Command& cmd, std::string_view line) {
+  if (!cmd.ok()) {
+    reply("501 5.5.4 Syntax error: " + std::string(cmd.error) + "\r\n");
+    error_budget_spent();
+    return;
+  }
+  switch (cmd.verb) {
+    case Verb::Helo: cmd_helo(cmd, false); return;
+    case Verb::Ehlo: cmd_helo(cmd, true); return;
+    case Verb::Mail: cmd_mail(cmd, line); return;
+    case Verb::Rcpt: cmd_rcpt(cmd, line); return;
+    case Verb::Data:
+      if (slot_head_ < slots_.size()) {
+        // DATA needs every earlier reply (are there accepted recipients?): wait for them.
+        deferred_.assign(line);
+        blocked_ = true;
+        if (timer_) timer_->stop();
+        return;
+      }
+      cmd_data();
+      return;
+    case Verb::Rset: cmd_rset(); return;
+    case Verb::Noop: reply(kOk); return;
+    case Verb::Quit: cmd_quit(); return;
+    case Verb::Help: reply(kHelp); return;
+    case Verb::Vrfy: reply(kVrfy); return;
+    case Verb::Auth: cmd_auth(cmd); return;
+    case Verb::StartTls: cmd_starttls(); return;
+    case Verb::Expn:
+    case Verb::Bdat: reply(kNotImpl); error_budget_spent(); return;
+    case Verb::Unknown: reply(kUnknown); error_budget_spent(); return;
+  }
+}
+
+bool Session::error_budget_spent() {
+  if (++errors_ < kMaxErrors) return false;
+  reply(kTooManyErrors);
+  close_after_flush();
+  return true;
+}
+
+// ---------------------------------------------------------------- commands
+
+void Session::cmd_helo(const smtp::Command& cmd, bool esmtp) {
+  helo_.assign(cmd.domain);
+  esmtp_ = esmtp;
+  helo_seen_ = true;
+  // EHLO/HELO resets any transaction (RFC 5321 4.1.4).
+  if (txn_.active && !backend_.idle()) backend_.send(Tag::Rset, "RSET\r\n");
+  reset_transaction();
+  const Policy& p = *policy_;
+  if (!esmtp) {
+    reply("250 " + p.hostname + "\r\n");
+    return;
+  }
+  std::string r = "250-" + p.hostname + "\r\n250-PIPELINING\r\n250-SIZE " +
+                  std::to_string(p.message.max_bytes) +
+                  "\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n";
+  bool auth_possible = listener_.cls != ListenerClass::Mx && !facts_.authenticated;
+  bool tls_ok = facts_.tls || !p.submission.require_tls;
+  if (auth_possible && tls_ok) r += "250-AUTH PLAIN LOGIN\r\n";
+  r += "250 SMTPUTF8\r\n";
+  reply(r);
+}
+
+void Session::cmd_rset() {
+  if (!backend_.idle() && txn_.active) backend_.send(Tag::Rset, "RSET\r\n");
+  reset_transaction();
+  reply(kOk);
+}
+
+void Session::reset_transaction() {
+  txn_ = Transaction{};
+}
+
+bool Session::ensure_backend() {
+  if (!backend_.idle()) return true;
+  if (backend_auth_lost_) return false;
+  BackendClient::ClientInfo info;
+  info.client = peer_;
+  info.local = local_;
+  info.helo = helo_;
+  info.esmtp = esmtp_;
+  backend_.connect(*policy_, gw_.backend_address(), info);
+  return !finished_ && !backend_.idle();
+}
+
+void Session::cmd_mail(const smtp::Command& cmd, std::string_view line) {
+  if (!helo_seen_) {
+    reply(kNeedHelo);
+    error_budget_spent();
+    return;
+  }
+  if (txn_.active) {
+    reply(kNestedMail);
+    error_budget_spent();
+    return;
+  }
+  auto sender = parse_mail_path(cmd.path);
+  if (!sender) {
+    reply(kBadSender);
+    error_budget_spent();
+    return;
+  }
+  const Policy& p = *policy_;
+  facts_.cls = engine::class_at_mail(facts_);
+  Counters c;  // per-login sending counters arrive with the rate limiter
+  if (apply(engine::mail(p, facts_, *sender, cmd.size.value_or(0), c))) return;
+  if (!ensure_backend()) {
+    if (!finished_) {
+      reply(kBackendDown);
+      close_after_flush();
+    }
+    return;
+  }
+  txn_.active = true;
+  txn_.sender = std::move(*sender);
+  add_backend_slot(Tag::Mail);
+  std::string fwd;
+  fwd.reserve(line.size() + 2);
+  fwd.append(line);
+  fwd.append("\r\n");
+  backend_.send(Tag::Mail, fwd);
+}
+
+void Session::cmd_rcpt(const smtp::Command& cmd, std::string_view line) {
+  if (!txn_.active) {
+    reply(kNeedMail);
+    error_budget_spent();
+    return;
+  }
+  auto rcpt = parse_mail_path(cmd.path);
+  if (!rcpt || rcpt->null) {
+    reply(kBadRcpt);
+    error_budget_spent();
+    return;
+  }
+  Counters c;
+  c.recipients_in_message = txn_.rcpt_forwarded;
+  if (apply(engine::rcpt(*policy_, facts_, txn_.sender, *rcpt, c))) return;
+  if (txn_.rcpt_forwarded == 0) txn_.first_rcpt = rcpt->address();
+  ++txn_.rcpt_forwarded;
+  add_backend_slot(Tag::Rcpt);
+  std::string fwd;
+  fwd.reserve(line.size() + 2);
+  fwd.append(line);
+  fwd.append("\r\n");
+  backend_.send(Tag::Rcpt, fwd);
+}
+
+void Session::cmd_data() {
+  if (!txn_.active) {
+    reply(txn_.rcpt_forwarded ? kNeedRcpt : kNeedMail);
+    error_budget_spent();
+    return;
+  }
+  if (txn_.rcpt_accepted == 0) {
+    reply(txn_.rcpt_forwarded ? kNoValidRcpt : kNeedRcpt);
+    return;
+  }
+  if (backend_.idle()) {
+    reply(kBackendDown);
+    close_after_flush();
+    return;
+  }
+  add_backend_slot(Tag::Data);
+  backend_.send(Tag::Data, "DATA\r\n");
+  blocked_ = true;  // the body may follow only after our 354
+  if (timer_) timer_->stop();
+}
+
+void Session::run_deferred() {
+  if (deferred_.empty() || slot_head_ < slots_.size()) return;
+  deferred_.clear();
+  blocked_ = false;
+  cmd_data();
+}
+
+void Session::cmd_quit() {
+  reply(kBye);
+  close_after_flush();
+}
+
+void Session::cmd_starttls() {
+  // TLS termination is configured per listener; without it STARTTLS is not offered.
+  reply(kTlsUnavailable);
+}
+
+// ---------------------------------------------------------------- AUTH
+
+void Session::cmd_auth(const smtp::Command& cmd) {
+  if (!helo_seen_) {
+    reply(kNeedHelo);
+    error_budget_spent();
+    return;
+  }
+  if (facts_.authenticated) {
+    reply(kAuthTwice);
+    error_budget_spent();
+    return;
+  }
+  if (txn_.active) {
+    reply(kAuthInTxn);
+    error_budget_spent();
+    return;
+  }
+  const Policy& p = *policy_;
+  Decision d = engine::auth_attempt(p, facts_);
+  if (!d.allowed()) {
+    log_decision(d);
+    if (d.enforced) {
+      bool counts = engine::auth_refusal_counts_as_failure(d);
+      if (d.verdict == Verdict::Ban) {
+        gw_.ban(facts_.client, d.reason, id_);
+        reply(d.reply);
+        close_after_flush();
+        return;
+      }
+      auth_failed_locally(line_of(d.reply), counts);
+      return;
+    }
+  }
+  bool plain = smtp::iequals(cmd.auth_mechanism, "PLAIN");
+  bool login = smtp::iequals(cmd.auth_mechanism, "LOGIN");
+  if (!plain && !login) {
+    reply(kAuthMech);
+    error_budget_spent();
+    return;
+  }
+  if (plain) {
+    if (!cmd.auth_initial_response) {
+      phase_ = Phase::Sasl;
+      sasl_ = SaslStep::PlainResponse;
+      reply("334 \r\n");
+      return;
+    }
+    if (*cmd.auth_initial_response == "*") {
+      auth_failed_locally(kAuthAborted, true);
+      return;
+    }
+    auto creds = smtp::parse_plain_response(*cmd.auth_initial_response);
+    if (!creds) {
+      auth_failed_locally(kAuthBadCreds, true);
+      return;
+    }
+    auth_with(std::move(*creds));
+    return;
+  }
+  // LOGIN, optionally with the username as initial response (RFC 4954 allows it).
+  phase_ = Phase::Sasl;
+  if (cmd.auth_initial_response) {
+    handle_sasl_line(*cmd.auth_initial_response);  // treated as the username answer
+    return;
+  }
+  sasl_ = SaslStep::LoginUser;
+  reply("334 VXNlcm5hbWU6\r\n");
+}
+
+void Session::handle_sasl_line(std::string_view line) {
+  SaslStep step = sasl_ == SaslStep::None ? SaslStep::LoginUser : sasl_;
+  phase_ = Phase::Command;
+  sasl_ = SaslStep::None;
+  if (line == "*") {
+    smtp::secure_wipe(sasl_login_);
+    auth_failed_locally(kAuthAborted, true);
+    return;
+  }
+  auto decoded = smtp::decode_sasl_response(line);
+  if (!decoded) {
+    smtp::secure_wipe(sasl_login_);
+    auth_failed_locally(kAuthBadB64, true);
+    return;
+  }
+  switch (step) {
+    case SaslStep::PlainResponse: {
+      auto creds = smtp::decode_plain(*decoded);
+      smtp::secure_wipe(*decoded);
+      if (!creds) {
+        auth_failed_locally(kAuthBadCreds, true);
+        return;
+      }
+      auth_with(std::move(*creds));
+      return;
+    }
+    case SaslStep::None:
+    case SaslStep::LoginUser:
+      sasl_login_ = std::move(*decoded);
+      phase_ = Phase::Sasl;
+      sasl_ = SaslStep::LoginPassword;
+      reply("334 UGFzc3dvcmQ6\r\n");
+      return;
+    case SaslStep::LoginPassword: {
+      auto creds = smtp::make_login_credentials(sasl_login_, *decoded);
+      smtp::secure_wipe(*decoded);
+      smtp::secure_wipe(sasl_login_);
+      if (!creds) {
+        auth_failed_locally(kAuthBadCreds, true);
+        return;
+      }
+      auth_with(std::move(*creds));
+      return;
+    }
+  }
+}
+
+void Session::auth_with(smtp::Credentials creds) {
+  facts_.login = creds.authcid;
+  if (!ensure_backend()) {
+    if (!finished_) reply(kAuthBackendDown);
+    return;
+  }
+  if (!backend_.authenticate(creds.authcid, creds.password)) {
+    reply(kAuthBackendDown);
+    return;
+  }
+  add_backend_slot(Tag::Auth);
+  blocked_ = true;
+  if (timer_) timer_->stop();
+}
+
+void Session::auth_failed_locally(std::string_view text, bool counts) {
+  auto f = base_fields();
+  f["login"] = facts_.login;
+  f["result"] = "refused";
+  f["reply"] = first_line(text);
+  gw_.log().write("auth", f);
+  gw_.metrics().auth_failed++;
+  reply(text);
+  if (counts) count_auth_failure();
+}
+
+void Session::count_auth_failure() {
+  uint32_t n = gw_.record_auth_failure(facts_.client);
+  Decision d = engine::brute_force(*policy_, facts_, n);
+  if (d.verdict != Verdict::Ban) return;
+  log_decision(d);
+  if (!d.enforced) return;
+  gw_.ban(facts_.client, d.reason, id_);
+  close_after_flush();
+}
+
+// ---------------------------------------------------------------- DATA
+
+void Session::send_received_header() {
+  const Policy& p = *policy_;
+  if (!p.message.received_header) return;
+  std::string with = esmtp_ ? "ESMTP" : "SMTP";
+  if (facts_.tls) with += "S";
+  if (facts_.authenticated) with += "A";
+  std::string h = "Received: from " + header_safe(helo_) + " (" +
+                  (peer_.ip.is_v4() ? "[" + peer_.ip.to_string() + "]"
+                                    : "[IPv6:" + peer_.ip.to_string() + "]") +
+                  ")\r\n\tby " + p.hostname + " (smtpgate) with " + with + " id " + id_ + "." +
+                  std::to_string(messages_ + 1) + "\r\n\t(listener " + listener_.name;
+  if (facts_.authenticated) h += ", authenticated as " + header_safe(facts_.login);
+  h += ")";
+  if (txn_.rcpt_accepted == 1 && !txn_.first_rcpt.empty())
+    h += "\r\n\tfor <" + header_safe(txn_.first_rcpt) + ">";
+  h += "; " + rfc5322_date() + "\r\n";
+  backend_.write_body(h);
+}
+
+void Session::handle_body(std::string_view& in) {
+  // The filter appends straight into the backend's write buffer: the body's one copy.
+  std::string* out = data_error_ ? nullptr : backend_.body_buffer();
+  if (!out) {
+    discard_.clear();
+    out = &discard_;
+  }
+  auto r = body_->feed(in, *out);
+  in.remove_prefix(r.consumed);
+  if (r.status == smtp::BodyFilter::Status::NeedMore) {
+    backend_.flush();
+    if (backend_.queued_bytes() > kMaxBackendQueue && client_) client_->pause_reading();
+    return;
+  }
+  phase_ = Phase::Command;
+  const Policy& p = *policy_;
+  if (r.status == smtp::BodyFilter::Status::BareNewline) {
+    Decision d;
+    d.stage = Stage::Data;
+    d.rule = "message.bare_newline";
+    d.verdict = Verdict::Reject;
+    d.reason = "bare LF or CR in message body";
+    d.reply = replies::bare_lf();
+    log_decision(d);
+    backend_.abort();
+    body_.reset();
+    reply(d.reply);
+    close_after_flush();
+    return;
+  }
+  uint64_t size = body_->body_bytes();
+  body_.reset();
+  if (data_error_) {
+    Reply e = *data_error_;
+    data_error_.reset();
+    reset_transaction();
+    reply(e);
+    if (e.close) close_after_flush();
+    return;
+  }
+  Decision d = engine::data_end(p, facts_, size);
+  if (!d.allowed()) {
+    log_decision(d);
+    backend_.abort();  // closed before the final dot: nothing is delivered
+    if (facts_.authenticated) backend_auth_lost_ = true;
+    reset_transaction();
+    reply(d.reply);
+    arm_command_timer();
+    return;
+  }
+  last_size_ = size;
+  last_rcpts_ = txn_.rcpt_accepted;
+  last_sender_ = txn_.sender.address();
+  reset_transaction();
+  add_backend_slot(Tag::DataEnd);
+  backend_.send(Tag::DataEnd, ".\r\n");
+  backend_.flush();
+  arm_command_timer();
+}
+
+// ---------------------------------------------------------------- backend replies
+
+size_t Session::add_backend_slot(Tag tag) {
+  Slot s;
+  s.tag = tag;
+  slots_.push_back(std::move(s));
+  return slots_.size() - 1;
+}
+
+void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
+  switch (tag) {
+    case Tag::Rset:
+      return;  // the client already had its own reply
+    case Tag::Mail:
+      if (!r.positive()) reset_transaction();
+      fill_slot(r.raw);
+      break;
+    case Tag::Rcpt:
+      if (r.positive()) ++txn_.rcpt_accepted;
+      fill_slot(r.raw);
+      break;
+    case Tag::Data:
+      blocked_ = false;
+      if (r.code == 354) {
+        phase_ = Phase::Data;
+        body_ = std::make_unique<smtp::BodyFilter>(policy_->message.bare_newline,
+                                                   policy_->message.max_bytes);
+        data_error_.reset();
+        send_received_header();
+        if (timer_) timer_->start(policy_->timeouts.data);
+      } else {
+        arm_command_timer();
+      }
+      fill_slot(r.raw);
+      break;
+    case Tag::DataEnd: {
+      auto f = base_fields();
+      f["from"] = last_sender_;
+      f["size"] = last_size_;
+      f["recipients"] = last_rcpts_;
+      f["reply"] = first_line(r.raw);
+      f["delivered"] = r.code >= 200 && r.code < 300;
+      gw_.log().write("message", f);
+      if (r.code >= 200 && r.code < 300) {
+        ++messages_;
+        gw_.metrics().messages++;
+        gw_.metrics().message_bytes += last_size_;
+      }
+      fill_slot(r.raw);
+      break;
+    }
+    case Tag::Auth: {
+      blocked_ = false;
+      bool ok = r.code == 235;
+      Decision d = engine::auth_result(*policy_, facts_, ok);
+      auto f = base_fields();
+      f["login"] = facts_.login;
+      f["result"] = ok ? "ok" : (r.transient() ? "tempfail" : "failed");
+      f["reply"] = first_line(r.raw);
+      gw_.log().write("auth", f);
+      if (ok) {
+        facts_.authenticated = true;
+        if (facts_.cls == ListenerClass::Auto) facts_.cls = ListenerClass::Submission;
+        gw_.metrics().auth_ok++;
+        fill_slot(kAuthOk);
+      } else {
+        gw_.metrics().auth_failed++;
+        fill_slot(r.raw);
+        if (r.permanent()) count_auth_failure();
+      }
+      arm_command_timer();
+      break;
+    }
+  }
+  flush_slots();
+  run_deferred();
+  process();
+  flush();
+}
+
+void Session::fill_slot(std::string_view text) {
+  for (size_t i = slot_head_; i < slots_.size(); ++i) {
+    if (!slots_[i].ready) {
+      slots_[i].text.assign(text);
+      slots_[i].ready = true;
+      return;
+    }
+  }
+}
+
+void Session::on_backend_failed(const std::string& why, bool protocol_error) {
+  gw_.metrics().backend_errors++;
+  auto f = base_fields();
+  f["reason"] = why;
+  f["component"] = "backend";
+  gw_.log().write("error", f);
+  if (facts_.authenticated) backend_auth_lost_ = true;
+  bool close = !protocol_error;
+  if (phase_ == Phase::Data) {
+    // The message cannot complete: answer at once and stop reading its body.
+    body_.reset();
+    phase_ = Phase::Command;
+    reply(protocol_error ? kBackendProtocol : kBackendDown);
+    close_after_flush();
+    return;
+  }
+  // Replies still owed: AUTH gets a temporary failure and the session goes on; anything
+  // else means the transaction is lost and the client must retry later.
+  bool close = false;
+  for (size_t i = slot_head_; i < slots_.size(); ++i) {
+    Slot& s = slots_[i];
+    if (s.ready) continue;
+    if (s.tag == Tag::Auth) {
+      s.text.assign(kAuthBackendDown);
+    } else {
+      s.text.assign(protocol_error ? kBackendProtocol : kBackendDown);
+      close = close || !protocol_error;
+    }
+    s.ready = true;
+  }
+  blocked_ = false;
+  deferred_.clear();
+  reset_transaction();
+  flush_slots();
+  if (close) close_after_flush();
+  if (!finished_ && !close_when_flushed_) process();
+  flush();
+}
+
+void Session::on_backend_drained() {
+  if (phase_ == Phase::Data && client_ && !finished_ && input_.size() <= kMaxHeldInput)
+    client_->start_reading();
+}
+
+// ---------------------------------------------------------------- output
+
+void Session::reply(std::string_view text) {
+  if (slot_head_ < slots_.size()) {
+    Slot s;
+    s.text.assign(text);
+    s.ready = true;
+    slots_.push_back(std::move(s));
+    return;
+  }
+  if (client_ && !finished_) {
+    client_->write(text);
+    bytes_out_ += text.size();
+  }
+}
+
+void Session::reply(const Reply& r) { reply(line_of(r)); }
+
+void Session::flush_slots() {
+  while (slot_head_ < slots_.size() && slots_[slot_head_].ready) {
+    if (client_ && !finished_) {
+      client_->write(slots_[slot_head_].text);
+      bytes_out_ += slots_[slot_head_].text.size();
+    }
+    ++slot_head_;
+  }
+  if (slot_head_ == slots_.size()) {
+    slots_.clear();
+    slot_head_ = 0;
+  }
+}
+
+void Session::flush() {
+  if (finished_) return;
+  backend_.flush();
+  if (!client_) return;
+  client_->flush();
+  if (close_when_flushed_ && slot_head_ == slots_.size() && client_ &&
+      client_->queued_bytes() == 0)
+    finish(close_state_);
+}
+
+void Session::on_drained(Connection&) {
+  if (close_when_flushed_ && slot_head_ == slots_.size()) finish(close_state_);
+}
+
+void Session::close_after_flush(std::string_view state) {
+  close_when_flushed_ = true;
+  close_state_ = state;
+  phase_ = Phase::Closing;
+  if (client_) client_->pause_reading();
+}
+
+// ---------------------------------------------------------------- end
+
+void Session::on_eof(Connection&, int status) {
+  finish(status == UV_EOF ? (phase_ == Phase::Data ? "client_gone_in_data" : "client_closed")
+                          : "client_error");
+}
+
+void Session::on_timer(Timer&) {
+  // Replies still owed by the backend are dropped: the session is over.
+  slots_.clear();
+  slot_head_ = 0;
+  blocked_ = false;
+  phase_ = Phase::Command;
+  reply(replies::idle_timeout(policy_->hostname));
+  close_after_flush("timeout");
+  flush();
+}
+
+void Session::drain() {
+  draining_ = true;
+  if (phase_ == Phase::Command && !blocked_ && slot_head_ == slots_.size() && !txn_.active) {
+    reply(kShuttingDown);
+    close_after_flush();
+    flush();
+  }
+}
+
+void Session::finish(std::string_view state) {
+  if (finished_) return;
+  finished_ = true;
+  if (phase_ == Phase::Data || txn_.active) {
+    backend_.abort();  // never complete a message the client did not finish
+  } else {
+    backend_.quit();
+  }
+  if (client_) {
+    client_->close();
+    client_ = nullptr;
+  }
+  if (timer_) {
+    timer_->close();
+    timer_ = nullptr;
+  }
+  smtp::secure_wipe(sasl_login_);
+  auto f = base_fields();
+  f["state"] = state;
+  f["duration_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::steady_clock::now() - started_)
+                         .count();
+  f["bytes_in"] = bytes_in_;
+  f["bytes_out"] = bytes_out_;
+  f["messages"] = messages_;
+  if (facts_.authenticated) f["login"] = facts_.login;
+  gw_.log().write("session_close", f);
+  gw_.retire(this);
+}
+
+}  // namespace smtpgate

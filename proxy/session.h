@@ -1,0 +1,178 @@
+// One client's SMTP session: the dialogue, policy enforcement at every stage, and the
+// relay of accepted transactions to the backend.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "policy/engine.h"
+#include "proxy/backend_client.h"
+#include "proxy/connection.h"
+#include "proxy/smtp/body_filter.h"
+#include "proxy/smtp/command.h"
+#include "proxy/smtp/line_reader.h"
+#include "proxy/smtp/sasl.h"
+#include "proxy/timer.h"
+
+namespace smtpgate {
+
+class Gateway;
+struct ListenerRuntime;
+
+class Session final : public Connection::Handler,
+                      public Timer::Handler,
+                      public BackendClient::Events {
+ public:
+  // Hard limits (named, not tunable): unprocessed input held while waiting on the backend,
+  // errors before the session is dropped, and body bytes queued toward the backend before
+  // the client is paused.
+  static constexpr size_t kMaxHeldInput = 64 * 1024;
+  static constexpr int kMaxErrors = 20;
+  static constexpr size_t kMaxBackendQueue = 256 * 1024;
+
+  Session(Gateway& gw, ListenerRuntime& listener, PolicySnapshot policy, uint64_t serial);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Accepts the pending connection on `server` and greets (or refuses) the client.
+  void start(uv_stream_t* server);
+  // Graceful stop: an idle session gets 421 and is closed; a busy one finishes its reply.
+  void drain();
+  // Shutdown after the drain period: closes at once (an unfinished message is not delivered).
+  void abandon() { finish("shutdown"); }
+  const IpAddress& client_ip() const { return facts_.client; }
+  bool finished() const { return finished_; }
+
+  // Connection::Handler (client side)
+  void on_connected(Connection&, int) override {}
+  void on_data(Connection& c, std::string_view data) override;
+  void on_eof(Connection& c, int status) override;
+  void on_drained(Connection& c) override;
+  // Timer::Handler
+  void on_timer(Timer& t) override;
+  // BackendClient::Events
+  void on_backend_ready() override {}
+  void on_backend_reply(BackendClient::Tag tag, const smtp::BackendReply& reply) override;
+  void on_backend_failed(const std::string& why, bool protocol_error) override;
+  void on_backend_drained() override;
+
+ private:
+  enum class Phase : uint8_t { Command, Sasl, Data, Closing };
+  enum class SaslStep : uint8_t { None, PlainResponse, LoginUser, LoginPassword };
+
+  // A reply owed to the client, in command order; backend replies fill theirs later.
+  struct Slot {
+    std::string text;
+    bool ready = false;
+    BackendClient::Tag tag = BackendClient::Tag::Mail;
+  };
+
+  struct Transaction {
+    bool active = false;  // MAIL accepted by policy and forwarded
+    MailPath sender;
+    uint32_t rcpt_forwarded = 0;
+    uint32_t rcpt_accepted = 0;  // backend said 2xx
+    uint32_t data_rcpts = 0;
+    std::string first_rcpt;
+  };
+
+  // input
+  void process();
+  size_t process_bytes(std::string_view in);
+  void handle_line(std::string_view line);
+  void handle_command(const smtp::Command& cmd, std::string_view line);
+  void handle_sasl_line(std::string_view line);
+  void handle_body(std::string_view& in);
+
+  // commands
+  void cmd_helo(const smtp::Command& cmd, bool esmtp);
+  void cmd_mail(const smtp::Command& cmd, std::string_view line);
+  void cmd_rcpt(const smtp::Command& cmd, std::string_view line);
+  void cmd_data();
+  void cmd_rset();
+  void cmd_auth(const smtp::Command& cmd);
+  void cmd_starttls();
+  void cmd_quit();
+  void run_deferred();
+
+  // AUTH
+  void auth_with(smtp::Credentials creds);
+  void auth_failed_locally(std::string_view reply, bool counts);
+  void count_auth_failure();
+
+  // replies
+  void reply(std::string_view text);  // a complete reply line or lines, with CRLF
+  void reply(const Reply& r);
+  size_t add_backend_slot(BackendClient::Tag tag);
+  void fill_slot(std::string_view text);
+  void flush_slots();
+  void flush();
+  bool error_budget_spent();
+
+  // backend
+  bool ensure_backend();
+  void reset_transaction();
+  void send_received_header();
+
+  // policy and log
+  bool apply(const Decision& d);  // logs non-allow decisions; true when it blocks
+  void log_decision(const Decision& d);
+  nlohmann::json base_fields() const;
+  void arm_command_timer();
+
+  // end
+  void close_after_flush(std::string_view state = "closed");
+  void finish(std::string_view state);
+
+  Gateway& gw_;
+  ListenerRuntime& lr_;
+  PolicySnapshot policy_;
+  const Listener& listener_;
+  Connection* client_ = nullptr;
+  Timer* timer_ = nullptr;
+  BackendClient backend_;
+
+  std::string id_;
+  SessionFacts facts_;
+  Endpoint peer_, local_;
+  std::string client_text_;  // "1.2.3.4:5678"
+  std::string helo_;
+  bool esmtp_ = false;
+  bool helo_seen_ = false;
+  std::optional<std::string> auth_login_pending_;
+  bool backend_auth_lost_ = false;  // an authenticated session's backend connection dropped
+
+  smtp::LineReader reader_;
+  std::string input_;  // client bytes not processed yet (while waiting on the backend)
+  Phase phase_ = Phase::Command;
+  SaslStep sasl_ = SaslStep::None;
+  std::string sasl_login_;  // AUTH LOGIN: the login while the password is asked
+  bool blocked_ = false;    // waiting on the backend before reading further commands
+  std::string deferred_;    // a command that waits for every earlier reply (DATA)
+  std::vector<Slot> slots_;
+  size_t slot_head_ = 0;
+  int errors_ = 0;
+
+  Transaction txn_;
+  std::unique_ptr<smtp::BodyFilter> body_;
+  std::optional<Reply> data_error_;  // the reply owed at end of data instead of the backend's
+
+  std::chrono::steady_clock::time_point started_;
+  uint64_t bytes_in_ = 0, bytes_out_ = 0;
+  uint32_t messages_ = 0;
+  bool close_when_flushed_ = false;
+  std::string_view close_state_ = "closed";  // static strings only
+  std::string discard_;  // body bytes of a message that can no longer be delivered
+  uint64_t last_size_ = 0;  // the message whose final reply is awaited
+  uint32_t last_rcpts_ = 0;
+  std::string last_sender_;
+  bool finished_ = false;
+  bool draining_ = false;
+};
+
+}  // namespace smtpgate
