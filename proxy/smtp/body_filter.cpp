@@ -1,5 +1,7 @@
 #include "proxy/smtp/body_filter.h"
 
+#include <algorithm>
+
 namespace smtpgate::smtp {
 
 uint64_t BodyFilter::body_bytes() const {
@@ -45,8 +47,11 @@ BodyFilter::Result BodyFilter::feed(std::string_view in, std::string& out) {
         size_t j = i;
         while (j < n && in[j] != '\r' && in[j] != '\n') ++j;
         if (j > i) {
+          // Emit exactly up to the limit, so `out` does not depend on how input was chunked.
+          const uint64_t room = consumed_ < max_bytes_ ? max_bytes_ - consumed_ : 0;
+          if (!oversize_)
+            out.append(in.substr(i, static_cast<size_t>(std::min<uint64_t>(room, j - i))));
           count(j - i);
-          emit(out, in.substr(i, j - i));
           i = j;
         } else if (c == '\r') {
           state_ = State::Cr;

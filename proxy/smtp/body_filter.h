@@ -25,8 +25,10 @@ namespace smtpgate::smtp {
 // * Bytes whose meaning depends on what follows (a CR; a "." at the start of a line; ".\r")
 //   are held as state, not emitted, until the next byte arrives.
 // * Size: body_bytes() counts the client's bytes before the terminator (CRLF before "."
-//   included). Once it passes max_bytes, nothing more is appended to `out`, but the stream
-//   is still scanned to its end so the session can answer 552 at the right place.
+//   included). Once it passes max_bytes, nothing more is appended to `out` (which then
+//   holds a cut-off body that must never be committed), but the stream is still scanned
+//   to its end so the session can answer 552 at the right place.
+// * `out` depends only on the bytes, never on how they were split into chunks.
 // Lines of any length are streamed; the filter holds no line buffer and never allocates.
 class BodyFilter {
  public:
