@@ -188,7 +188,7 @@ void Gateway::reload() {
 void Gateway::drain() {
   if (draining_) return;
   draining_ = true;
-  log_.write("policy_reload", {{"result", "draining"}, {"sessions", sessions_.size()}});
+  log_.write("shutdown", {{"state", "draining"}, {"sessions", sessions_.size()}});
   for (auto& lr : listeners_) {
     if (lr.open) {
       lr.open = false;

@@ -24,7 +24,7 @@ class Logger {
   void set_format(LogFormat f) { format_ = f; }
 
   // Writes one event. `fields` is a JSON object; "ts" and "event" are added first.
-  void write(std::string_view event, const nlohmann::json& fields);
+  void write(std::string_view event, const nlohmann::ordered_json& fields);
 
  private:
   int fd_ = 2;

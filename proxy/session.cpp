@@ -133,7 +133,7 @@ void Session::start(uv_stream_t* server) {
   client_->start_reading();
 }
 
-nlohmann::json Session::base_fields() const {
+nlohmann::ordered_json Session::base_fields() const {
   return {{"session", id_},
           {"client", client_text_},
           {"listener", listener_.name},
@@ -745,7 +745,6 @@ void Session::on_backend_failed(const std::string& why, bool protocol_error) {
   f["component"] = "backend";
   gw_.log().write("error", f);
   if (facts_.authenticated) backend_auth_lost_ = true;
-  bool close = !protocol_error;
   if (phase_ == Phase::Data) {
     // The message cannot complete: answer at once and stop reading its body.
     body_.reset();

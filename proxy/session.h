@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "policy/engine.h"
 #include "proxy/backend_client.h"
 #include "proxy/connection.h"
@@ -122,7 +124,7 @@ class Session final : public Connection::Handler,
   // policy and log
   bool apply(const Decision& d);  // logs non-allow decisions; true when it blocks
   void log_decision(const Decision& d);
-  nlohmann::json base_fields() const;
+  nlohmann::ordered_json base_fields() const;
   void arm_command_timer();
 
   // end
