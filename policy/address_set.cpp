@@ -11,6 +11,9 @@ namespace {
 __extension__ typedef unsigned __int128 U128;
 
 constexpr uint32_t kNoEntry = std::numeric_limits<uint32_t>::max();
+// The bucket index costs 256 KiB per family, so small sets (most access lists) go without.
+constexpr unsigned kBucketBits = 16;
+constexpr size_t kIndexThreshold = 4096;
 
 uint32_t v4_key(const IpAddress& ip) {
   return ip.v4_host_order();
@@ -52,13 +55,38 @@ struct AddressSet::Impl {
   // index into entries of the most specific entry covering it, or kNoEntry.
   template <class Key>
   struct Table {
+    static constexpr unsigned kBucketShift = sizeof(Key) * 8 - kBucketBits;
+
     std::vector<Key> starts;
     std::vector<uint32_t> owners;
+    // For large tables, bucket[b] is the first segment whose start has top bits >= b, so a
+    // lookup searches one small slice instead of the whole array: a plain binary search over
+    // millions of starts spends most of its time on cache misses in the last steps.
+    std::vector<uint32_t> bucket;
 
     uint32_t find(Key k) const {
-      auto it = std::upper_bound(starts.begin(), starts.end(), k);
+      auto lo = starts.begin(), hi = starts.end();
+      if (!bucket.empty()) {
+        auto b = static_cast<size_t>(k >> kBucketShift);
+        lo = starts.begin() + bucket[b];
+        hi = starts.begin() + bucket[b + 1];
+      }
+      // Every start before lo is <= k, so the answer is at most one slot before the slice.
+      auto it = std::upper_bound(lo, hi, k);
       if (it == starts.begin()) return kNoEntry;
       return owners[static_cast<size_t>(it - starts.begin()) - 1];
+    }
+
+    void index() {
+      bucket.clear();
+      if (starts.size() < kIndexThreshold) return;
+      bucket.resize((size_t{1} << kBucketBits) + 1);
+      size_t seg = 0;
+      for (size_t b = 0; b < (size_t{1} << kBucketBits); ++b) {
+        while (seg < starts.size() && static_cast<size_t>(starts[seg] >> kBucketShift) < b) ++seg;
+        bucket[b] = static_cast<uint32_t>(seg);
+      }
+      bucket.back() = static_cast<uint32_t>(starts.size());
     }
   };
 
@@ -137,6 +165,7 @@ void AddressSet::Impl::build_table(Table<Key>& table, bool want_v6,
 
   table.starts.shrink_to_fit();
   table.owners.shrink_to_fit();
+  table.index();
 }
 
 void AddressSet::add(const Cidr& entry, Access access, uint32_t origin) {

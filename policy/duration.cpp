@@ -22,8 +22,14 @@ bool is_digit(char c) {
   return c >= '0' && c <= '9';
 }
 
+// Built by appending: GCC 12 at -O3 warns falsely (-Wrestrict) on "literal" + std::string.
 std::string quoted(std::string_view text) {
-  return "\"" + std::string(text) + "\"";
+  std::string out;
+  out.reserve(text.size() + 2);
+  out += '"';
+  out.append(text);
+  out += '"';
+  return out;
 }
 
 }  // namespace

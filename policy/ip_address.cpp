@@ -75,6 +75,25 @@ std::string format_v6(const std::array<uint8_t, 16>& b) {
   return out;
 }
 
+// Built by appending: GCC 12 at -O3 warns falsely (-Wrestrict) on "literal" + std::string.
+std::string quoted(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 2);
+  out += '"';
+  out.append(text);
+  out += '"';
+  return out;
+}
+
+Result<Cidr> prefix_out_of_range(std::string_view text, unsigned prefix, const char* family) {
+  std::string msg = quoted(text);
+  msg += ": prefix /";
+  msg += std::to_string(prefix);
+  msg += " is out of range for ";
+  msg += family;
+  return Result<Cidr>::fail(std::move(msg));
+}
+
 }  // namespace
 
 IpAddress IpAddress::v4(uint32_t host_order) {
@@ -136,7 +155,7 @@ std::string IpAddress::to_string() const {
 
 Result<Cidr> Cidr::parse(std::string_view text) {
   auto not_an_address = [&] {
-    return Result<Cidr>::fail("\"" + std::string(text) + "\" is not an IP address or CIDR");
+    return Result<Cidr>::fail(quoted(text) + " is not an IP address or CIDR");
   };
   std::string_view addr_text = text;
   std::optional<unsigned> prefix;
@@ -154,8 +173,7 @@ Result<Cidr> Cidr::parse(std::string_view text) {
   if (auto b = pton(AF_INET, addr_text)) {
     unsigned p = prefix.value_or(32);
     if (p > 32) {
-      return Result<Cidr>::fail("\"" + std::string(text) + "\": prefix /" + std::to_string(p) +
-                                " is out of range for IPv4");
+      return prefix_out_of_range(text, p, "IPv4");
     }
     clear_host_bits(*b, p, 32);
     const auto& v = *b;
@@ -171,8 +189,7 @@ Result<Cidr> Cidr::parse(std::string_view text) {
   if (!b) return not_an_address();
   unsigned p = prefix.value_or(128);
   if (p > 128) {
-    return Result<Cidr>::fail("\"" + std::string(text) + "\": prefix /" + std::to_string(p) +
-                              " is out of range for IPv6");
+    return prefix_out_of_range(text, p, "IPv6");
   }
   clear_host_bits(*b, p, 128);
   Cidr c;
