@@ -344,5 +344,26 @@ class PostfixBackendTest(unittest.TestCase):
         self.assertIn("535", r.stdout + r.stderr)
 
 
+@unittest.skipUnless(support.have_postfix(), "needs root, Postfix and Dovecot")
+class PostfixProxyProtocolTest(unittest.TestCase):
+
+    def test_proxy_v1_header_sets_client_address(self):
+        pf = support.PostfixBackend(proxy_protocol=True)
+        self.addCleanup(pf.stop)
+        pf.start()
+        c = RawClient(pf.host, pf.port)
+        self.addCleanup(c.close)
+        c.send(b"PROXY TCP4 198.51.100.77 127.0.0.1 40000 25\r\n")
+        self.assertEqual(c.greeting().code, 220)
+        c.ehlo()
+        c.send(b"MAIL FROM:<a@other.example>\r\nRCPT TO:<user@example.com>\r\nDATA\r\n")
+        self.assertEqual([c.read_reply().code for _ in range(3)], [250, 250, 354])
+        c.send(b"Subject: proxy\r\n\r\nx\r\n.\r\n")
+        self.assertEqual(c.read_reply().code, 250)
+        c.command("QUIT")
+        m = support.wait_until(pf.messages, 15, message="delivery")[0]
+        self.assertIn("[198.51.100.77]", m["headers"]["Received"])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -480,6 +480,44 @@ class TimeoutTest(GatewayTestCase):
         self.assertTrue(c.is_closed())
 
 
+class ClientIpTest(GatewayTestCase):
+    """backend.client_ip: the backend learns the real client address."""
+
+    def deliver(self, source):
+        s = self.smtp(self.gw, source=source)
+        s.sendmail("a@other.example", ["user@example.com"], message("client-ip"))
+        s.quit()
+        return self.backend.wait_for_messages(1)[0]
+
+    def test_xclient(self):
+        self.backend_options = {"xclient": True}
+        self.start(client_ip="xclient")
+        m = self.deliver("127.0.0.22")
+        self.assertIsNotNone(m["xclient"], "the gateway sent no XCLIENT")
+        self.assertEqual(m["xclient"].get("ADDR"), "127.0.0.22", m["xclient"])
+        self.assertEqual(m["mail_from"], "a@other.example")
+
+    def test_proxy_v1(self):
+        self.backend_options = {"proxy_protocol": True}
+        self.start(client_ip="proxy-v1")
+        m = self.deliver("127.0.0.23")
+        self.assertEqual((m["proxy"]["version"], m["proxy"]["src_addr"]), (1, "127.0.0.23"))
+
+    def test_proxy_v2(self):
+        self.backend_options = {"proxy_protocol": True}
+        self.start(client_ip="proxy-v2")
+        m = self.deliver("127.0.0.24")
+        self.assertEqual((m["proxy"]["version"], m["proxy"]["src_addr"]), (2, "127.0.0.24"))
+
+    def test_none_sends_neither(self):
+        self.backend_options = {"xclient": True}
+        self.start()                                     # client_ip "none"
+        m = self.deliver("127.0.0.25")
+        self.assertIsNone(m["xclient"])
+        self.assertFalse(self.backend.saw("XCLIENT"))
+        self.assertEqual(m["peer"][0], "127.0.0.1")       # the gateway's own address
+
+
 class LogTest(GatewayTestCase):
 
     def test_json_log_lines(self):
