@@ -242,3 +242,26 @@ TEST_CASE("body filter: fuzz property on seeded random inputs", "[body_filter][p
   }
   CHECK(checked == 6000);
 }
+
+TEST_CASE("body filter: a newline is found at every offset of a long run", "[body_filter]") {
+  for (size_t at = 0; at < 40; ++at) {
+    for (const char* nl : {"\r\n", "\n", "\r"}) {
+      std::string body(at, 'x');
+      body += nl;
+      body += std::string(45 - at, 'y');
+      const std::string input = body + "\r\n.\r\n";
+      for (auto mode : {BareNewline::Reject, BareNewline::Normalize}) {
+        INFO("at " << at << " nl " << show(nl));
+        CHECK(check_body_filter(mode, kNoLimit, input, static_cast<uint32_t>(at)).empty());
+        const BodyRun r = run_body_filter(mode, kNoLimit, input, {});
+        if (std::string_view(nl) == "\r\n" || mode == BareNewline::Normalize) {
+          CHECK(r.status == Status::End);
+          CHECK(r.out == std::string(at, 'x') + "\r\n" + std::string(45 - at, 'y') + "\r\n");
+        } else {
+          CHECK(r.status == Status::BareNewline);
+          CHECK(r.out == std::string(at, 'x'));
+        }
+      }
+    }
+  }
+}
