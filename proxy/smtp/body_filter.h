@@ -29,7 +29,8 @@ namespace smtpgate::smtp {
 //   holds a cut-off body that must never be committed), but the stream is still scanned
 //   to its end so the session can answer 552 at the right place.
 // * `out` depends only on the bytes, never on how they were split into chunks.
-// Lines of any length are streamed; the filter holds no line buffer and never allocates.
+// Lines of any length are streamed; the filter holds no line buffer and allocates nothing
+// itself (only `out`, the caller's buffer, grows).
 class BodyFilter {
  public:
   enum class Status : uint8_t {

@@ -67,7 +67,7 @@ struct Command {
   size_t param_count = 0;
   std::optional<uint64_t> size;  // MAIL SIZE=, checked for digits and overflow
 
-  // AUTH: mechanism (upper-cased comparison is the caller's: use iequals) and the optional
+  // AUTH: the mechanism as sent (compare with iequals()) and the optional
   // initial response, raw ("=" means an empty one, RFC 4954 §4).
   std::string_view auth_mechanism;
   std::optional<std::string_view> auth_initial_response;
