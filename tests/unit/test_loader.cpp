@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -60,6 +61,17 @@ LoadError only_error(const std::string& text, const LoadOptions& options = no_fi
   REQUIRE(r.errors.size() == 1);
   REQUIRE_FALSE(r.ok());
   return r.errors[0];
+}
+
+std::string read_text(const std::string& path) {
+  std::string text;
+  if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+    std::fclose(f);
+  }
+  return text;
 }
 
 bool contains(const std::string& haystack, const std::string& needle) {
@@ -1025,8 +1037,7 @@ TEST_CASE("loader: every example loads", "[loader][examples]") {
   REQUIRE(std::find(names.begin(), names.end(), "postfix-backend.json") != names.end());
   for (const auto& n : names) {
     const std::string path = dir + "/" + n;
-    std::ifstream in(path);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string text = read_text(path);
     // Examples that name production paths (/etc/smtpgate, /var/lib/smtpgate) cannot have
     // their files on a build machine; the rest are checked with their files.
     LoadOptions options;
