@@ -123,7 +123,8 @@ void Session::start(uv_stream_t* server) {
 
   const Policy& p = *policy_;
   if (apply(engine::connect(p, facts_))) {
-    close_after_flush();
+    close_after_flush("refused");
+    flush();
     return;
   }
   // Implicit TLS greets only after the handshake (TLS support is required for it).
