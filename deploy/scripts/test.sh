@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One command for every test: installs what is missing, builds twice (normal, and with
+# AddressSanitizer + UBSan) and runs all unit and integration tests in both.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+"$ROOT/deploy/scripts/install-deps.sh"
+
+JOBS=$(nproc)
+echo "== build (RelWithDebInfo, warnings are errors)"
+"$ROOT/deploy/scripts/build.sh" "$ROOT/build" -DSMTPGATE_WERROR=ON
+echo "== build (AddressSanitizer + UBSan)"
+"$ROOT/deploy/scripts/build.sh" "$ROOT/build-asan" -DSMTPGATE_WERROR=ON -DSMTPGATE_SANITIZE=ON
+
+echo "== tests (normal build)"
+ctest --test-dir "$ROOT/build" -j"$JOBS" --output-on-failure --timeout 300
+echo "== tests (sanitizer build)"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir "$ROOT/build-asan" -j"$JOBS" --output-on-failure --timeout 300
+echo "== all tests passed"
