@@ -237,6 +237,41 @@ void Gateway::close_all() {
   retired_.clear();
 }
 
+// ---------------------------------------------------------------- connection caps
+
+std::optional<Decision> Gateway::admit(Session& s) {
+  const auto& lim = policy_->connections;
+  auto refuse = [](std::string reason) {
+    Decision d;
+    d.stage = Stage::Connect;
+    d.rule = "limits.connections";
+    d.verdict = Verdict::Reject;
+    d.reason = std::move(reason);
+    d.reply = replies::too_many_connections();
+    return d;
+  };
+  if (admitted_ >= lim.max_total)
+    return refuse(std::to_string(admitted_) + " sessions open; connections.max_total is " +
+                  std::to_string(lim.max_total));
+  uint32_t& n = per_ip_[s.client_ip()];
+  if (n >= lim.max_per_ip) {
+    return refuse(std::to_string(n) + " sessions open from " + s.client_ip().to_string() +
+                  "; connections.max_per_ip is " + std::to_string(lim.max_per_ip));
+  }
+  ++n;
+  ++admitted_;
+  s.admitted = true;
+  return std::nullopt;
+}
+
+void Gateway::release(Session& s) {
+  if (!s.admitted) return;
+  s.admitted = false;
+  --admitted_;
+  auto it = per_ip_.find(s.client_ip());
+  if (it != per_ip_.end() && --it->second == 0) per_ip_.erase(it);
+}
+
 // ---------------------------------------------------------------- bans
 
 bool Gateway::banned(const IpAddress& ip) {

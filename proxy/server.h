@@ -5,11 +5,14 @@
 
 #include <cstdint>
 #include <list>
+#include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "policy/ban_list.h"
+#include "policy/decision.h"
 #include "policy/policy.h"
 #include "proxy/gateway.h"
 #include "proxy/log.h"
@@ -52,6 +55,11 @@ class Gateway {
   const sockaddr_storage& backend_address() const { return backend_addr_; }
   std::string next_session_id();
 
+  // Connection caps (max_total, max_per_ip, rate_per_ip): a refusal, or nullopt when the
+  // session may go on. Every admitted session is released exactly once.
+  std::optional<Decision> admit(Session& s);
+  void release(Session& s);
+
   // Called by a session that has closed its handles: deleted on the next loop turn.
   void retire(Session* s);
 
@@ -87,6 +95,8 @@ class Gateway {
   uv_timer_t drain_timer_{};
   Metrics metrics_;
   BanList bans_;
+  std::map<IpAddress, uint32_t> per_ip_;  // admitted sessions by client address
+  uint32_t admitted_ = 0;
   uint64_t serial_ = 0;
   uint32_t id_prefix_ = 0;
   bool draining_ = false;

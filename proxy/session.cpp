@@ -122,6 +122,14 @@ void Session::start(uv_stream_t* server) {
   gw_.log().write("session_open", base_fields());
 
   const Policy& p = *policy_;
+  // Connection caps protect the gateway itself: always enforced, checked before policy.
+  if (auto refusal = gw_.admit(*this)) {
+    log_decision(*refusal);
+    reply(refusal->reply);
+    close_after_flush("refused");
+    flush();
+    return;
+  }
   if (apply(engine::connect(p, facts_))) {
     close_after_flush("refused");
     flush();
@@ -865,6 +873,7 @@ void Session::drain() {
 void Session::finish(std::string_view state) {
   if (finished_) return;
   finished_ = true;
+  gw_.release(*this);
   if (phase_ == Phase::Data || txn_.active) {
     backend_.abort();  // never complete a message the client did not finish
   } else {

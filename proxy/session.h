@@ -49,6 +49,7 @@ class Session final : public Connection::Handler,
   void abandon() { finish("shutdown"); }
   const IpAddress& client_ip() const { return facts_.client; }
   bool finished() const { return finished_; }
+  bool admitted = false;  // counted by Gateway::admit, released once in finish()
 
   // Connection::Handler (client side)
   void on_connected(Connection&, int) override {}

@@ -1,0 +1,124 @@
+// The gateway's counters, exported on the admin endpoint in the Prometheus text format
+// (0.0.4). Plain integers without locking: everything runs on the loop thread.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+namespace smtpgate {
+
+// A counter family keyed by N label values. Lookups take string_views and allocate only
+// the first time a label tuple is seen; the map owns copies, so callers may pass views of
+// strings that die later (a listener name from a policy that is reloaded).
+template <size_t N>
+class LabeledCounter {
+ public:
+  using Key = std::array<std::string, N>;
+  using KeyView = std::array<std::string_view, N>;
+
+  void add(const KeyView& labels, uint64_t n = 1) {
+    auto it = values_.find(labels);
+    if (it == values_.end()) it = values_.emplace(owned(labels), 0).first;
+    it->second += n;
+  }
+  uint64_t get(const KeyView& labels) const {
+    auto it = values_.find(labels);
+    return it == values_.end() ? 0 : it->second;
+  }
+  uint64_t total() const {
+    uint64_t t = 0;
+    for (const auto& [k, v] : values_) t += v;
+    return t;
+  }
+  size_t size() const { return values_.size(); }
+
+  // Element-wise comparison of owned and viewed keys, for lookups without a temporary Key.
+  struct Less {
+    using is_transparent = void;
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      for (size_t i = 0; i < N; ++i) {
+        int c = std::string_view(a[i]).compare(std::string_view(b[i]));
+        if (c != 0) return c < 0;
+      }
+      return false;
+    }
+  };
+  // Sorted by label values, so the exposition is stable.
+  const std::map<Key, uint64_t, Less>& values() const { return values_; }
+
+ private:
+  static Key owned(const KeyView& v) {
+    Key k;
+    for (size_t i = 0; i < N; ++i) k[i] = std::string(v[i]);
+    return k;
+  }
+  std::map<Key, uint64_t, Less> values_;
+};
+
+// Why a connection was refused before its session started.
+enum class RefusedReason : uint8_t { Ban, Access, Limit, Rate };
+enum class AuthResult : uint8_t { Ok, Failed, Tempfail, Refused };
+enum class MessageResult : uint8_t { Delivered, Rejected };
+
+class MetricsRegistry {
+ public:
+  // Upper bounds of smtpgate_backend_reply_seconds, seconds; +Inf is implicit.
+  static constexpr std::array<double, 13> kReplyBuckets = {
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+
+  // An accepted TCP connection, including ones refused right after (connection_refused).
+  void connection_opened(std::string_view listener);
+  void connection_closed();  // every opened connection is closed exactly once
+  void connection_refused(RefusedReason reason);
+  // A session and the class it ended with ("mx", "submission", or "auto" if never decided).
+  void session(std::string_view listener, std::string_view session_class);
+  void decision(std::string_view stage, std::string_view rule, std::string_view verdict,
+                bool enforced);
+  void set_bans_active(uint64_t n) { bans_active_ = n; }
+  void ban_issued() { ++bans_issued_; }
+  void auth(AuthResult result);
+  // The backend accepted a message of `bytes` octets (as forwarded).
+  void message_delivered(uint64_t bytes);
+  void message_rejected();
+  void backend_error(std::string_view reason);  // "connect", "timeout", "protocol", ...
+  void observe_backend_reply(double seconds);
+  void policy_reload(std::string_view result);  // "ok" | "failed"
+
+  uint64_t connections_active() const { return connections_active_; }
+  const LabeledCounter<1>& connections() const { return connections_; }
+  uint64_t refused(RefusedReason r) const { return refused_[static_cast<size_t>(r)]; }
+  uint64_t auth_count(AuthResult r) const { return auth_[static_cast<size_t>(r)]; }
+  uint64_t messages(MessageResult r) const { return messages_[static_cast<size_t>(r)]; }
+  uint64_t message_bytes() const { return message_bytes_; }
+  uint64_t bans_issued() const { return bans_issued_; }
+  const LabeledCounter<4>& decisions() const { return decisions_; }
+
+  std::string render_prometheus() const;
+
+ private:
+  LabeledCounter<1> connections_;  // listener
+  uint64_t connections_active_ = 0;
+  std::array<uint64_t, 4> refused_{};
+  LabeledCounter<2> sessions_;   // listener, class
+  LabeledCounter<4> decisions_;  // stage, rule, verdict, enforced
+  uint64_t bans_active_ = 0;
+  uint64_t bans_issued_ = 0;
+  std::array<uint64_t, 4> auth_{};
+  std::array<uint64_t, 2> messages_{};
+  uint64_t message_bytes_ = 0;
+  LabeledCounter<1> backend_errors_;                                // reason
+  std::array<uint64_t, kReplyBuckets.size() + 1> reply_buckets_{};  // not cumulative; last: +Inf
+  double reply_sum_ = 0;
+  uint64_t reply_count_ = 0;
+  LabeledCounter<1> reloads_;  // result
+};
+
+// Escapes a label value for the text format: backslash, double quote and newline.
+std::string prometheus_escape_label(std::string_view value);
+
+}  // namespace smtpgate
