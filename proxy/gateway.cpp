@@ -286,11 +286,22 @@ void Gateway::ban(const IpAddress& ip, const std::string& reason, const std::str
   BanEntry e = bans_.ban(ip, unix_now(), policy_->brute_force, reason);
   log_.write("ban", {{"session", session},
                      {"ip", ip.to_string()},
+                     {"action", "ban"},
+                     {"enforced", true},
                      {"until", e.until},
                      {"duration_s", e.until - e.since},
                      {"offense", e.offense},
                      {"reason", reason}});
   save_bans();
+}
+
+void Gateway::would_ban(const IpAddress& ip, const std::string& reason,
+                        const std::string& session) {
+  log_.write("ban", {{"session", session},
+                     {"ip", ip.to_string()},
+                     {"action", "would_ban"},
+                     {"enforced", false},
+                     {"reason", reason}});
 }
 
 void Gateway::load_bans() {

@@ -68,6 +68,8 @@ class Gateway {
   // Records one counted AUTH failure; returns the failures within the window, this included.
   uint32_t record_auth_failure(const IpAddress& ip);
   void ban(const IpAddress& ip, const std::string& reason, const std::string& session);
+  // Dry-run: logs the ban that enforcement would apply; changes nothing.
+  void would_ban(const IpAddress& ip, const std::string& reason, const std::string& session);
 
  private:
   static void on_connection(uv_stream_t* server, int status);

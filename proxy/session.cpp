@@ -445,12 +445,13 @@ void Session::cmd_auth(const smtp::Command& cmd) {
   Decision d = engine::auth_attempt(p, facts_);
   if (!d.allowed()) {
     log_decision(d);
+    if (!d.enforced && d.verdict == Verdict::Ban) gw_.would_ban(facts_.client, d.reason, id_);
     if (d.enforced) {
       bool counts = engine::auth_refusal_counts_as_failure(d);
       if (d.verdict == Verdict::Ban) {
         gw_.ban(facts_.client, d.reason, id_);
         reply(d.reply);
-        close_after_flush();
+        close_after_flush("banned");
         return;
       }
       auth_failed_locally(line_of(d.reply), counts);
@@ -571,9 +572,12 @@ void Session::count_auth_failure() {
   Decision d = engine::brute_force(*policy_, facts_, n);
   if (d.verdict != Verdict::Ban) return;
   log_decision(d);
-  if (!d.enforced) return;
+  if (!d.enforced) {
+    gw_.would_ban(facts_.client, d.reason, id_);
+    return;
+  }
   gw_.ban(facts_.client, d.reason, id_);
-  close_after_flush();
+  close_after_flush("banned");
 }
 
 // ---------------------------------------------------------------- DATA
@@ -706,6 +710,11 @@ void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
         gw_.metrics().message_bytes += last_size_;
       }
       fill_slot(r.raw);
+      if (draining_) {
+        // Shutting down: the message in flight is done, no new one starts here.
+        reply(kShuttingDown);
+        close_after_flush("drained");
+      }
       break;
     }
     case Tag::Auth: {
