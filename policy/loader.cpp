@@ -353,7 +353,6 @@ class Loader {
   struct ParsedListener {
     Listener listener;
     std::string pointer;
-    bool tls_given = false;
   };
 
   // Errors ----------------------------------------------------------------------------
@@ -922,7 +921,6 @@ void Loader::parse_listener(const json& v, const std::string& p) {
 
   l.tls = tls_section_ ? TlsMode::StartTls : TlsMode::None;
   if (v.contains("tls")) {
-    parsed.tls_given = true;
     const std::string q = child(p, "tls");
     if (auto t = as_enum<TlsMode>(v["tls"], q,
                                   {{"starttls", TlsMode::StartTls},
@@ -1249,7 +1247,8 @@ void Loader::check_require_tls(const json& root) {
     if (!first_auth) first_auth = &l;
     if (l.listener.tls != TlsMode::None) any_tls = true;
   }
-  if (!first_auth || (tls_section_ && any_tls)) return;
+  // A listener that asks for TLS without a "tls" section has its own error already.
+  if (!first_auth || any_tls) return;
 
   std::string why = tls_section_ ? "every submission/auto listener has \"tls\": \"none\""
                                  : "there is no \"tls\" section";

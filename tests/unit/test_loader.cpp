@@ -702,6 +702,13 @@ TEST_CASE("loader: require_tls without usable TLS", "[loader]") {
     CHECK(e.pointer == "/submission/require_tls");
     CHECK(contains(e.message, "every submission/auto listener has \"tls\": \"none\""));
   }
+  SECTION("a listener asking for TLS without a tls section: one error, not two") {
+    auto e = only_error(R"({"version": 1, "hostname": "h.example",
+      "listeners": [ { "name": "sub", "listen": "127.0.0.1:587", "class": "submission",
+                       "tls": "starttls" } ],
+      "backend": { "address": "127.0.0.1:10025" } })");
+    CHECK(e.pointer == "/listeners/0/tls");
+  }
   SECTION("fine: mx only, require_tls off, or one TLS listener") {
     CHECK(load(kMinimal).ok());
     CHECK(load(R"({"version": 1, "hostname": "h.example",
@@ -894,6 +901,23 @@ TEST_CASE("loader: every default on a minimal policy", "[loader]") {
   CHECK(p.admin.port == 0);
   CHECK_FALSE(p.admin.allow_remote);
   CHECK(p.source_path == "policy.json");
+}
+
+TEST_CASE("loader: access sections keep their own defaults", "[loader]") {
+  auto r =
+      load(with(R"("submission": { "require_tls": false, "access": { "allow": ["10.0.0.0/8"] } },
+    "mx": { "access": { "deny": ["10.0.0.0/8"] } })"));
+  INFO(all_errors(r));
+  REQUIRE(r.ok());
+  CHECK(r.policy->submission.access.default_access == Access::Deny);
+  CHECK(r.policy->mx.access.default_access == Access::Allow);
+  r = load(with(R"("submission": { "require_tls": false, "access": { "default": "allow" } },
+    "mx": { "access": { "default": "deny" } })"));
+  REQUIRE(r.ok());
+  CHECK(r.policy->submission.access.default_access == Access::Allow);
+  CHECK(r.policy->mx.access.default_access == Access::Deny);
+  CHECK(only_error(with(R"("mx": { "access": { "default": "reject" } })")).pointer ==
+        "/mx/access/default");
 }
 
 TEST_CASE("loader: domains, senders and hostnames", "[loader]") {
