@@ -752,7 +752,8 @@ void Loader::parse_lists(const json& v, const std::string& p) {
       check_keys(value, q, "lists.<name>");
       if (require(value, q, "file")) {
         const std::string fp = child(q, "file");
-        if (auto path = as_string(value["file"], fp); path && options_.check_files) {
+        if (auto path = as_string(value["file"], fp);
+            path && (options_.check_files || options_.read_list_files)) {
           parse_list_file(*path, fp, list);
         }
       }

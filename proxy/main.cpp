@@ -14,10 +14,9 @@ namespace {
 
 using namespace smtpgate;
 
-LoadResult load_for_cli(const std::string& path, bool dry_run = false) {
+LoadResult load_for_cli(const std::string& path, bool check_files = true) {
   LoadOptions opts;
-  opts.check_files = true;
-  opts.cli_dry_run = dry_run;
+  opts.check_files = check_files;
   opts.tls_checker = check_tls_files;
   return load_policy_file(path, opts);
 }
@@ -117,7 +116,9 @@ int main(int argc, char** argv) {
   }
   if (*check) return cmd_check(policy_path);
   if (*expl) {
-    LoadResult r = load_for_cli(policy_path);
+    // Certificates and the state directory belong to the production machine; list files
+    // are read because decisions depend on them.
+    LoadResult r = load_for_cli(policy_path, false);
     if (!r.ok()) {
       print_errors(r);
       return 1;
