@@ -63,7 +63,8 @@ class Cursor {
       if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
         advance();
       } else if (c == '/' && peek(1) == '/') {
-        while (!at_end() && peek() != '\n') advance();
+        // Ends at CR as well, as in nlohmann.
+        while (!at_end() && peek() != '\n' && peek() != '\r') advance();
       } else if (c == '/' && peek(1) == '*') {
         advance();
         advance();

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "policy/json_locator.h"
 #include "policy/loader.h"
 
@@ -32,9 +34,11 @@ std::string with(const std::string& members) {
   return text;
 }
 
+// No file is touched: neither checked nor read.
 LoadOptions no_files() {
   LoadOptions o;
   o.check_files = false;
+  o.read_list_files = false;
   return o;
 }
 
@@ -156,6 +160,9 @@ TEST_CASE("locator: strings with escapes and comments do not confuse it", "[load
   CHECK(loc.value("/n")->line == 4);
   CHECK(loc.value("/n")->column == 21);
   CHECK_FALSE(loc.value("/fake").has_value());
+  // A line comment also ends at a bare CR, as in nlohmann.
+  JsonLocator cr("{ // c\r\"a\": 1 }");
+  CHECK(cr.value("/a").has_value());
 }
 
 TEST_CASE("locator: columns count characters, not bytes", "[loader][locator]") {
@@ -653,8 +660,15 @@ TEST_CASE("loader: list files", "[loader]") {
   CHECK(contains(errs[0], "policy.json:6:33: /lists/blocked/file: cannot read \"" + dir.path() +
                               "/missing.txt\": No such file or directory"));
 
-  // Without check_files the file is not read at all.
+  // Without check_files and read_list_files the file is not read at all.
   CHECK(load(policy(dir.path() + "/missing.txt")).ok());
+  // read_list_files alone (explain): entries are loaded, certificates are not checked.
+  LoadOptions lists_only = no_files();
+  lists_only.read_list_files = true;
+  r = load(policy(good), lists_only);
+  REQUIRE(r.ok());
+  CHECK(r.policy->mx.access.entries.lookup(*IpAddress::parse("192.0.2.7")).has_value());
+  CHECK(load(policy(bad), lists_only).errors.size() == 2);
 }
 
 TEST_CASE("loader: a hopeless list file is summarised", "[loader]") {
@@ -1022,6 +1036,15 @@ TEST_CASE("loader: a full policy like SPEC section 4 loads", "[loader]") {
   auto r = load(text);
   INFO(all_errors(r));
   REQUIRE(r.ok());
+  // The locator finds every value the parser saw.
+  JsonLocator locator(text);
+  const auto leaves = nlohmann::json::parse(text, nullptr, true, true).flatten();
+  for (const auto& item : leaves.items()) {
+    INFO(item.key());
+    CHECK(locator.value(item.key()).has_value());
+  }
+  CHECK(locator.value("/tls/min_version")->line == 17);
+  CHECK(locator.value("/tls/min_version")->column == 27);
   const Policy& p = *r.policy;
   CHECK(p.listeners.size() == 4);
   CHECK(p.find_listener("legacy")->host == "::");
