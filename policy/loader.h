@@ -24,7 +24,7 @@ struct LoadOptions {
   bool check_files = true;  // certificate/key/list files exist and are readable, key matches cert
   // Read list files even when check_files is off (explain needs their entries, not the
   // certificates of the production machine).
-  bool read_list_files = true;
+  bool read_list_files = false;
   bool cli_dry_run = false;  // --dry-run forces the global mode to dry-run
   // Verifies certificate and key (parse, key matches cert); returns an error message or "".
   // Supplied by the proxy (OpenSSL lives there); unset = files only checked for readability.

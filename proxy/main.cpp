@@ -17,6 +17,7 @@ using namespace smtpgate;
 LoadResult load_for_cli(const std::string& path, bool check_files = true) {
   LoadOptions opts;
   opts.check_files = check_files;
+  opts.read_list_files = true;
   opts.tls_checker = check_tls_files;
   return load_policy_file(path, opts);
 }
