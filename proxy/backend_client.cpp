@@ -37,8 +37,11 @@ BackendClient::~BackendClient() {
 }
 
 void BackendClient::connect(const Policy& policy, const sockaddr_storage& addr,
-                            const ClientInfo& client) {
+                            const ClientInfo& client, std::shared_ptr<const TlsContext> tls) {
   close_connection();
+  tls_mode_ = policy.backend.tls;
+  tls_ctx_ = std::move(tls);
+  tls_up_ = false;
   client_ = client;
   client_ip_ = policy.backend.client_ip;
   ehlo_name_ = policy.hostname;
@@ -64,8 +67,27 @@ void BackendClient::on_connected(Connection&, int status) {
   if (client_ip_ == ClientIpMode::ProxyV1) conn_->write(proxy_v1_header(client_.client, client_.local));
   if (client_ip_ == ClientIpMode::ProxyV2) conn_->write(proxy_v2_header(client_.client, client_.local));
   conn_->flush();
-  state_ = State::Banner;
   timer_->start(reply_timeout_);
+  if (tls_mode_ == BackendTls::Implicit) {
+    state_ = State::TlsHandshake;
+    conn_->start_tls(tls_ctx_);
+    return;
+  }
+  state_ = State::Banner;
+}
+
+void BackendClient::on_tls_ready(Connection&) {
+  tls_up_ = true;
+  timer_->start(reply_timeout_);
+  if (tls_mode_ == BackendTls::Implicit) {
+    state_ = State::Banner;
+  } else {
+    send_ehlo();  // RFC 3207: start over after the handshake
+  }
+}
+
+void BackendClient::on_tls_failed(Connection&, const std::string& reason) {
+  fail("TLS to backend failed: " + reason, false);
 }
 
 void BackendClient::write_line(std::string_view line) {
@@ -133,6 +155,13 @@ void BackendClient::on_data(Connection&, std::string_view data) {
     handle_reply(parser_.reply());
     // The handler may have failed or aborted this connection: stop reading its bytes.
     if (conn_ != c || !conn_) return;
+    if (drop_rest_) {
+      // Whatever followed the 220 in the clear is not trusted: the TLS session starts now.
+      drop_rest_ = false;
+      parser_.reset();
+      conn_->start_tls(tls_ctx_);
+      return;
+    }
   }
   if (conn_) conn_->flush();
 }
@@ -141,9 +170,17 @@ void BackendClient::handle_reply(const smtp::BackendReply& r) {
   switch (state_) {
     case State::Idle:
     case State::Connecting:
+    case State::TlsHandshake:
+      return;
+    case State::StartTls:
+      if (r.code != 220) {
+        fail("STARTTLS: " + first_line(r), false);
+        return;
+      }
+      state_ = State::TlsHandshake;
+      drop_rest_ = true;
       return;
     case State::Banner:
-    case State::XclientBanner:
       if (r.code != 220) {
         fail("greeting: " + first_line(r), false);
         return;
@@ -156,6 +193,17 @@ void BackendClient::handle_reply(const smtp::BackendReply& r) {
         return;
       }
       caps_ = smtp::parse_ehlo_capabilities(r);
+      if (tls_mode_ == BackendTls::StartTls && !tls_up_) {
+        // Never a silent downgrade: a backend that does not offer STARTTLS is a failure.
+        if (!caps_.starttls) {
+          fail("backend does not offer STARTTLS", false);
+          return;
+        }
+        write_line("STARTTLS\r\n");
+        conn_->flush();
+        state_ = State::StartTls;
+        return;
+      }
       if (client_ip_ == ClientIpMode::Xclient && caps_.xclient &&
           client_.client.ip != IpAddress()) {
         std::string x = "XCLIENT";

@@ -49,7 +49,9 @@ class BackendClient final : public Connection::Handler, public Timer::Handler {
   BackendClient& operator=(const BackendClient&) = delete;
 
   // Starts a connection (state Connecting); on_backend_ready() or on_backend_failed() follows.
-  void connect(const Policy& policy, const sockaddr_storage& addr, const ClientInfo& client);
+  // `tls`: the client context when backend.tls is starttls or implicit.
+  void connect(const Policy& policy, const sockaddr_storage& addr, const ClientInfo& client,
+               std::shared_ptr<const TlsContext> tls);
   bool idle() const { return state_ == State::Idle; }
   bool ready() const { return state_ == State::Ready; }
   const smtp::EhloCapabilities& capabilities() const { return caps_; }
@@ -81,11 +83,22 @@ class BackendClient final : public Connection::Handler, public Timer::Handler {
   void on_data(Connection& c, std::string_view data) override;
   void on_eof(Connection& c, int status) override;
   void on_drained(Connection& c) override;
+  void on_tls_ready(Connection& c) override;
+  void on_tls_failed(Connection& c, const std::string& reason) override;
   // Timer::Handler
   void on_timer(Timer& t) override;
 
  private:
-  enum class State : uint8_t { Idle, Connecting, Banner, Ehlo, Xclient, XclientBanner, Ready };
+  enum class State : uint8_t {
+    Idle,
+    Connecting,
+    TlsHandshake,
+    Banner,
+    Ehlo,
+    StartTls,
+    Xclient,
+    Ready
+  };
   enum class AuthStep : uint8_t { None, PlainSent, LoginSent, LoginUserSent, LoginPassSent };
 
   void handle_reply(const smtp::BackendReply& r);
@@ -113,6 +126,10 @@ class BackendClient final : public Connection::Handler, public Timer::Handler {
   std::string auth_user_, auth_pass_;  // only while an AUTH exchange runs; wiped after
   ClientInfo client_;
   ClientIpMode client_ip_ = ClientIpMode::None;
+  BackendTls tls_mode_ = BackendTls::None;
+  std::shared_ptr<const TlsContext> tls_ctx_;
+  bool tls_up_ = false;
+  bool drop_rest_ = false;  // after the backend's 220 to STARTTLS: ignore bytes sent in clear
   std::string ehlo_name_;
   std::chrono::milliseconds connect_timeout_{10000}, reply_timeout_{300000};
 };

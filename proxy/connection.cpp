@@ -60,15 +60,67 @@ void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   auto* c = static_cast<Connection*>(s->data);
   if (c->closing()) return;
   if (n > 0) {
-    c->handler_->on_data(*c, std::string_view(buf->base, static_cast<size_t>(n)));
+    std::string_view data(buf->base, static_cast<size_t>(n));
+    if (c->tls_) {
+      c->on_cipher(data);
+    } else {
+      c->handler_->on_data(*c, data);
+    }
   } else if (n < 0) {
     c->pause_reading();
     c->handler_->on_eof(*c, static_cast<int>(n));
   }
 }
 
+void Connection::start_tls(std::shared_ptr<const TlsContext> context) {
+  tls_ = std::make_unique<TlsChannel>(std::move(context));
+  tls_->start(out_);
+  flush();
+}
+
+void Connection::on_cipher(std::string_view data) {
+  // Reads are handled one at a time on the loop thread, so one buffer serves them all.
+  static std::string plain;
+  plain.clear();
+  auto status = tls_->feed(data, plain, out_);
+  bool ready = tls_->handshake_just_completed();
+  flush();  // handshake records and alerts, even on failure
+  if (closing()) return;
+  if (status == TlsChannel::Status::Error) {
+    pause_reading();
+    handler_->on_tls_failed(*this, tls_->error());
+    return;
+  }
+  if (ready) {
+    handler_->on_tls_ready(*this);
+    if (closing()) return;
+  }
+  if (!plain.empty()) {
+    handler_->on_data(*this, plain);
+    if (closing()) return;
+  }
+  if (status == TlsChannel::Status::Closed) {
+    tls_->shutdown(out_);
+    flush();
+    if (closing()) return;
+    pause_reading();
+    handler_->on_eof(*this, UV_EOF);
+  }
+  if (plain.capacity() > kReadBufferSize * 2) std::string().swap(plain);
+}
+
 void Connection::flush() {
-  if (closing() || writing_ || out_.empty()) return;
+  if (closing()) return;
+  if (tls_ && !plain_.empty() && tls_->established()) {
+    if (!tls_->write(plain_, out_)) {
+      plain_.clear();
+      write_failed(UV_EPROTO);
+      return;
+    }
+    plain_.clear();
+    trim(plain_);
+  }
+  if (writing_ || out_.empty()) return;
   uv_buf_t b = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
   int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1);
   if (n == static_cast<int>(out_.size())) {

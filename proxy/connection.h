@@ -4,7 +4,10 @@
 
 #include <uv.h>
 
+#include "proxy/tls_channel.h"
+
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -20,6 +23,12 @@ class Connection {
     virtual void on_data(Connection& c, std::string_view data) = 0;
     virtual void on_eof(Connection& c, int status) = 0;  // peer closed (UV_EOF) or read error
     virtual void on_drained(Connection& c) = 0;           // every queued byte was written
+    // TLS (after start_tls): the handshake completed; data that followed comes next.
+    virtual void on_tls_ready(Connection&) {}
+    // The handshake or a record failed; `reason` is OpenSSL's. The connection is unusable.
+    virtual void on_tls_failed(Connection& c, const std::string& /*reason*/) {
+      on_eof(c, UV_EPROTO);
+    }
 
    protected:
     ~Handler() = default;
@@ -36,11 +45,17 @@ class Connection {
   void pause_reading();
 
   // Queues bytes; they are sent by flush() (batched: one write per burst of replies).
-  void write(std::string_view data) { out_.append(data); }
-  // The queue itself, for producers that append in place (the DATA body filter).
-  std::string& out_buffer() { return out_; }
+  void write(std::string_view data) { out_buffer().append(data); }
+  // The queue itself, for producers that append in place (the DATA body filter). With TLS
+  // it is the plaintext queue, encrypted by flush().
+  std::string& out_buffer() { return tls_ ? plain_ : out_; }
   void flush();
-  size_t queued_bytes() const { return out_.size() + inflight_.size(); }
+  size_t queued_bytes() const { return out_.size() + inflight_.size() + plain_.size(); }
+
+  // From now on bytes read are decrypted and bytes written encrypted. Whatever was queued
+  // before goes out in the clear first (the "220 Ready to start TLS").
+  void start_tls(std::shared_ptr<const TlsContext> context);
+  const TlsChannel* tls() const { return tls_.get(); }
 
   // Stops events and closes; the object deletes itself when libuv is done with the handle.
   void close();
@@ -62,6 +77,7 @@ class Connection {
   static void on_connect(uv_connect_t* req, int status);
   static void on_close(uv_handle_t* h);
   void write_failed(int status);
+  void on_cipher(std::string_view data);
 
   uv_tcp_t tcp_{};
   uv_write_t write_req_{};
@@ -72,6 +88,8 @@ class Connection {
   bool writing_ = false;
   std::string out_;       // queued, not yet handed to libuv
   std::string inflight_;  // owned by the pending uv_write until its callback
+  std::unique_ptr<TlsChannel> tls_;
+  std::string plain_;  // with TLS: plaintext queued until flush() encrypts it
 };
 
 }  // namespace smtpgate

@@ -74,15 +74,25 @@ std::string Gateway::load(bool initial) {
   if (auto err = to_sockaddr(r.policy->backend.host, r.policy->backend.port, &backend);
       !err.empty())
     return err;
-  for (const auto& l : r.policy->listeners)
-    if (l.tls != TlsMode::None)
-      return "listener " + l.name + ": TLS listeners need the TLS support of this build";
+  std::shared_ptr<const TlsContext> server_tls, backend_tls;
+  if (r.policy->tls.configured) {
+    auto ctx = TlsContext::server(r.policy->tls);
+    if (!ctx) return "tls: " + ctx.error();
+    server_tls = *ctx;
+  }
+  if (r.policy->backend.tls != BackendTls::None) {
+    auto ctx = TlsContext::client(r.policy->backend);
+    if (!ctx) return "backend.tls: " + ctx.error();
+    backend_tls = *ctx;
+  }
   if (initial) {
     if (auto err = log_.open(r.policy->log.path, r.policy->log.format); !err.empty()) return err;
   } else {
     log_.set_format(r.policy->log.format);
   }
   backend_addr_ = backend;
+  server_tls_ = std::move(server_tls);
+  backend_tls_ = std::move(backend_tls);
   policy_ = std::move(r.policy);
   return {};
 }

@@ -16,6 +16,7 @@
 #include "policy/policy.h"
 #include "proxy/gateway.h"
 #include "proxy/log.h"
+#include "proxy/tls_channel.h"
 
 namespace smtpgate {
 
@@ -53,6 +54,10 @@ class Gateway {
   Logger& log() { return log_; }
   Metrics& metrics() { return metrics_; }
   const sockaddr_storage& backend_address() const { return backend_addr_; }
+  // TLS contexts of the current policy (null when not configured). Sessions keep the one
+  // they started with, so a reload with new certificates leaves them undisturbed.
+  std::shared_ptr<const TlsContext> server_tls() const { return server_tls_; }
+  std::shared_ptr<const TlsContext> backend_tls() const { return backend_tls_; }
   std::string next_session_id();
 
   // Connection caps (max_total, max_per_ip, rate_per_ip): a refusal, or nullopt when the
@@ -88,6 +93,7 @@ class Gateway {
   uv_loop_t loop_{};
   Logger log_;
   PolicySnapshot policy_;
+  std::shared_ptr<const TlsContext> server_tls_, backend_tls_;
   sockaddr_storage backend_addr_{};
   std::list<ListenerRuntime> listeners_;  // stable addresses: handles point into them
   std::list<Session*> sessions_;

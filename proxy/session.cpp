@@ -32,6 +32,9 @@ constexpr std::string_view kAuthBadCreds = "501 5.5.4 Malformed credentials\r\n"
 constexpr std::string_view kAuthOk = "235 2.7.0 Authentication successful\r\n";
 constexpr std::string_view kAuthBackendDown = "454 4.7.0 Temporary authentication failure\r\n";
 constexpr std::string_view kTlsUnavailable = "454 4.7.0 TLS not available\r\n";
+constexpr std::string_view kTlsReady = "220 2.0.0 Ready to start TLS\r\n";
+constexpr std::string_view kTlsActive = "503 5.5.1 Error: TLS already active\r\n";
+constexpr std::string_view kTlsInTxn = "503 5.5.1 Error: MAIL transaction in progress\r\n";
 constexpr std::string_view kBackendDown = "421 4.4.1 backend unavailable, try later\r\n";
 constexpr std::string_view kBackendProtocol = "451 4.3.0 Error: backend protocol error\r\n";
 constexpr std::string_view kTooManyErrors = "421 4.7.0 Error: too many errors\r\n";
@@ -98,6 +101,7 @@ Session::Session(Gateway& gw, ListenerRuntime& lr, PolicySnapshot policy, uint64
   (void)serial;
   facts_.listener = &listener_;
   facts_.cls = engine::initial_class(listener_);
+  if (listener_.tls != TlsMode::None) tls_ctx_ = gw.server_tls();
 }
 
 Session::~Session() = default;
@@ -135,11 +139,39 @@ void Session::start(uv_stream_t* server) {
     flush();
     return;
   }
-  // Implicit TLS greets only after the handshake (TLS support is required for it).
-  reply("220 " + p.hostname + " ESMTP\r\n");
-  flush();
   arm_command_timer();
+  if (listener_.tls == TlsMode::Implicit) {
+    // RFC 8314: the greeting comes only after the handshake.
+    client_->start_tls(tls_ctx_);
+  } else {
+    greet();
+  }
   client_->start_reading();
+}
+
+void Session::greet() {
+  reply("220 " + policy_->hostname + " ESMTP\r\n");
+  flush();
+}
+
+void Session::on_tls_ready(Connection& c) {
+  facts_.tls = true;
+  tls_version_ = c.tls()->version();
+  tls_cipher_ = c.tls()->cipher();
+  auto f = base_fields();
+  f["tls_version"] = tls_version_;
+  f["tls_cipher"] = tls_cipher_;
+  gw_.log().write("tls", f);
+  arm_command_timer();
+  if (listener_.tls == TlsMode::Implicit) greet();
+}
+
+void Session::on_tls_failed(Connection&, const std::string& reason) {
+  auto f = base_fields();
+  f["component"] = "tls";
+  f["reason"] = "TLS handshake failed: " + reason;
+  gw_.log().write("error", f);
+  finish("tls_failed");
 }
 
 nlohmann::ordered_json Session::base_fields() const {
@@ -221,6 +253,11 @@ size_t Session::process_bytes(std::string_view in) {
       continue;
     }
     handle_line(r.line);
+    if (discard_input_) {
+      // Anything pipelined after STARTTLS was sent in the clear: drop it unread.
+      discard_input_ = false;
+      return start;
+    }
     if (!blocked_) arm_command_timer();
   }
   return start - in.size();
@@ -247,14 +284,20 @@ void Session::handle_command(const smtp::Command& cmd, std::string_view line) {
     case Verb::Mail: cmd_mail(cmd, line); return;
     case Verb::Rcpt: cmd_rcpt(cmd, line); return;
     case Verb::Data:
+    case Verb::StartTls:
       if (slot_head_ < slots_.size()) {
-        // DATA needs every earlier reply (are there accepted recipients?): wait for them.
-        deferred_.assign(line);
+        // Both need every earlier reply first: wait for them.
+        deferred_ = cmd.verb;
+        has_deferred_ = true;
         blocked_ = true;
         if (timer_) timer_->stop();
         return;
       }
-      cmd_data();
+      if (cmd.verb == Verb::Data) {
+        cmd_data();
+      } else {
+        cmd_starttls();
+      }
       return;
     case Verb::Rset: cmd_rset(); return;
     case Verb::Noop: reply(kOk); return;
@@ -262,7 +305,6 @@ void Session::handle_command(const smtp::Command& cmd, std::string_view line) {
     case Verb::Help: reply(kHelp); return;
     case Verb::Vrfy: reply(kVrfy); return;
     case Verb::Auth: cmd_auth(cmd); return;
-    case Verb::StartTls: cmd_starttls(); return;
     case Verb::Expn:
     case Verb::Bdat: reply(kNotImpl); error_budget_spent(); return;
     case Verb::Unknown: reply(kUnknown); error_budget_spent(); return;
@@ -293,6 +335,7 @@ void Session::cmd_helo(const smtp::Command& cmd, bool esmtp) {
   std::string r = "250-" + p.hostname + "\r\n250-PIPELINING\r\n250-SIZE " +
                   std::to_string(p.message.max_bytes) +
                   "\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n";
+  if (listener_.tls == TlsMode::StartTls && tls_ctx_ && !facts_.tls) r += "250-STARTTLS\r\n";
   bool auth_possible = listener_.cls != ListenerClass::Mx && !facts_.authenticated;
   bool tls_ok = facts_.tls || !p.submission.require_tls;
   if (auth_possible && tls_ok) r += "250-AUTH PLAIN LOGIN\r\n";
@@ -318,7 +361,7 @@ bool Session::ensure_backend() {
   info.local = local_;
   info.helo = helo_;
   info.esmtp = esmtp_;
-  backend_.connect(*policy_, gw_.backend_address(), info);
+  backend_.connect(*policy_, gw_.backend_address(), info, gw_.backend_tls());
   return !finished_ && !backend_.idle();
 }
 
@@ -407,10 +450,16 @@ void Session::cmd_data() {
 }
 
 void Session::run_deferred() {
-  if (deferred_.empty() || slot_head_ < slots_.size()) return;
-  deferred_.clear();
+  if (!has_deferred_ || slot_head_ < slots_.size()) return;
+  has_deferred_ = false;
   blocked_ = false;
-  cmd_data();
+  if (deferred_ == Verb::Data) {
+    cmd_data();
+  } else {
+    cmd_starttls();
+    // cmd_starttls already dropped the plaintext held in input_, which is all there is.
+    discard_input_ = false;
+  }
 }
 
 void Session::cmd_quit() {
@@ -419,8 +468,33 @@ void Session::cmd_quit() {
 }
 
 void Session::cmd_starttls() {
-  // TLS termination is configured per listener; without it STARTTLS is not offered.
-  reply(kTlsUnavailable);
+  if (listener_.tls != TlsMode::StartTls || !tls_ctx_) {
+    reply(kTlsUnavailable);
+    error_budget_spent();
+    return;
+  }
+  if (facts_.tls) {
+    reply(kTlsActive);
+    error_budget_spent();
+    return;
+  }
+  if (txn_.active) {
+    reply(kTlsInTxn);
+    error_budget_spent();
+    return;
+  }
+  reply(kTlsReady);
+  flush();
+  if (finished_ || !client_) return;
+  // RFC 3207: the session starts over; nothing learned before TLS is kept.
+  reader_.reset();
+  input_.clear();
+  discard_input_ = true;
+  helo_seen_ = false;
+  helo_.clear();
+  esmtp_ = false;
+  reset_transaction();
+  client_->start_tls(tls_ctx_);
 }
 
 // ---------------------------------------------------------------- AUTH
@@ -595,6 +669,7 @@ void Session::send_received_header() {
                   std::to_string(messages_ + 1) + "\r\n\t(listener " + listener_.name;
   if (facts_.authenticated) h += ", authenticated as " + header_safe(facts_.login);
   h += ")";
+  if (facts_.tls) h += "\r\n\t(using " + tls_version_ + " with cipher " + tls_cipher_ + ")";
   if (txn_.rcpt_accepted == 1 && !txn_.first_rcpt.empty())
     h += "\r\n\tfor <" + header_safe(txn_.first_rcpt) + ">";
   h += "; " + rfc5322_date() + "\r\n";
@@ -786,7 +861,7 @@ void Session::on_backend_failed(const std::string& why, bool protocol_error) {
     s.ready = true;
   }
   blocked_ = false;
-  deferred_.clear();
+  has_deferred_ = false;
   reset_transaction();
   flush_slots();
   if (close) close_after_flush();
@@ -906,6 +981,7 @@ void Session::finish(std::string_view state) {
   f["bytes_out"] = bytes_out_;
   f["messages"] = messages_;
   if (facts_.authenticated) f["login"] = facts_.login;
+  if (facts_.tls) f["tls_version"] = tls_version_;
   gw_.log().write("session_close", f);
   gw_.retire(this);
 }

@@ -56,6 +56,8 @@ class Session final : public Connection::Handler,
   void on_data(Connection& c, std::string_view data) override;
   void on_eof(Connection& c, int status) override;
   void on_drained(Connection& c) override;
+  void on_tls_ready(Connection& c) override;
+  void on_tls_failed(Connection& c, const std::string& reason) override;
   // Timer::Handler
   void on_timer(Timer& t) override;
   // BackendClient::Events
@@ -100,6 +102,8 @@ class Session final : public Connection::Handler,
   void cmd_rset();
   void cmd_auth(const smtp::Command& cmd);
   void cmd_starttls();
+  void start_tls_now();
+  void greet();
   void cmd_quit();
   void run_deferred();
 
@@ -156,7 +160,13 @@ class Session final : public Connection::Handler,
   SaslStep sasl_ = SaslStep::None;
   std::string sasl_login_;  // AUTH LOGIN: the login while the password is asked
   bool blocked_ = false;    // waiting on the backend before reading further commands
-  std::string deferred_;    // a command that waits for every earlier reply (DATA)
+  // A command that waits for every earlier reply: DATA (are there accepted recipients?)
+  // or STARTTLS (nothing may be pending when the session switches to TLS).
+  smtp::Verb deferred_ = smtp::Verb::Unknown;
+  bool has_deferred_ = false;
+  bool discard_input_ = false;  // STARTTLS: plaintext after the command is never executed
+  std::shared_ptr<const TlsContext> tls_ctx_;  // the server context this session started with
+  std::string tls_version_, tls_cipher_;
   std::vector<Slot> slots_;
   size_t slot_head_ = 0;
   int errors_ = 0;
