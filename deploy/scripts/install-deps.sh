@@ -5,7 +5,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config
   libuv1-dev libssl-dev nlohmann-json3-dev libcli11-dev catch2
-  openssl ca-certificates curl swaks python3 python3-aiosmtpd
+  openssl ca-certificates curl swaks libnet-ssleay-perl python3 python3-aiosmtpd
   postfix dovecot-core
 )
 
