@@ -9,6 +9,9 @@ LineReader::Result LineReader::feed(std::string_view input, size_t limit) {
   assert(limit >= 3 && limit <= kMaxLineLimit);
   if (release_) {
     len_ = 0;
+    buf_.clear();
+    // Idle sessions must stay small: give back a buffer that a long line made big.
+    if (buf_.capacity() > kKeepCapacity) std::string().swap(buf_);
     release_ = false;
   }
   Result r;
@@ -23,10 +26,10 @@ LineReader::Result LineReader::feed(std::string_view input, size_t limit) {
     if (len_ + input.size() > limit - 1) {
       discarding_ = true;
       len_ = 0;
+      buf_.clear();
       return r;
     }
-    if (!buf_) buf_ = std::make_unique<char[]>(kMaxLineLimit);
-    std::memcpy(buf_.get() + len_, input.data(), input.size());
+    buf_.append(input);
     len_ += input.size();
     return r;
   }
@@ -43,15 +46,16 @@ LineReader::Result LineReader::feed(std::string_view input, size_t limit) {
   const size_t text = len_ + pos - (cr ? 1 : 0);
   if (text > limit - 2) {
     len_ = 0;
+    buf_.clear();
     r.status = Status::TooLong;
     return r;
   }
   if (len_ == 0) {
     r.line = input.substr(0, text);  // the common case: no copy
   } else {
-    // len_ + pos <= text + 1 <= limit - 1 < kMaxLineLimit: fits.
-    std::memcpy(buf_.get() + len_, input.data(), pos);
-    r.line = std::string_view(buf_.get(), text);
+    // len_ + pos <= text + 1 <= limit - 1: bounded by the limit.
+    buf_.append(input.data(), pos);
+    r.line = std::string_view(buf_.data(), text);
     release_ = true;
   }
   r.status = Status::Line;
@@ -61,6 +65,7 @@ LineReader::Result LineReader::feed(std::string_view input, size_t limit) {
 
 void LineReader::reset() {
   len_ = 0;
+  buf_.clear();
   discarding_ = false;
   release_ = false;
 }

@@ -3,7 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
+#include <string>
 #include <string_view>
 
 namespace smtpgate::smtp {
@@ -67,7 +67,8 @@ class LineReader {
   bool discarding() const { return discarding_; }
 
  private:
-  std::unique_ptr<char[]> buf_;  // allocated once, kMaxLineLimit bytes, on the first partial line
+  static constexpr size_t kKeepCapacity = 512;
+  std::string buf_;  // a partial line; never longer than the limit, shrunk when idle
   size_t len_ = 0;               // bytes of the partial line in buf_ (a trailing CR included)
   bool discarding_ = false;      // skipping the rest of an over-long line
   bool release_ = false;         // the last result pointed into buf_: empty it on the next call
