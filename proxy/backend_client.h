@@ -5,12 +5,12 @@
 #include <sys/socket.h>
 
 #include <cstdint>
-#include <deque>
 #include <string>
 #include <string_view>
 
 #include "policy/policy.h"
 #include "proxy/connection.h"
+#include "proxy/fifo.h"
 #include "proxy/proxy_protocol.h"
 #include "proxy/smtp/reply_parser.h"
 #include "proxy/timer.h"
@@ -118,10 +118,10 @@ class BackendClient final : public Connection::Handler, public Timer::Handler {
   State state_ = State::Idle;
   smtp::ReplyParser parser_;
   smtp::EhloCapabilities caps_;
-  std::deque<Tag> pending_;  // replies expected, in order
+  Fifo<Tag> pending_;  // replies expected, in order
   // Commands not yet written: before Ready, or while a backend without PIPELINING has a
   // reply outstanding.
-  std::deque<std::pair<Tag, std::string>> held_;
+  Fifo<std::pair<Tag, std::string>> held_;
   AuthStep auth_step_ = AuthStep::None;
   std::string auth_user_, auth_pass_;  // only while an AUTH exchange runs; wiped after
   ClientInfo client_;
