@@ -25,17 +25,169 @@ std::string Logger::open(const std::string& path, LogFormat format) {
   return {};
 }
 
-std::string iso_timestamp() {
+namespace {
+
+// The date and time to the second change rarely: format them once per second.
+void append_timestamp(std::string& out) {
+  static std::time_t cached_secs = -1;
+  static char cached[64];
   auto now = std::chrono::system_clock::now();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
   std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(ms % 1000));
-  return buf;
+  if (secs != cached_secs) {
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    std::snprintf(cached, sizeof cached, "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900,
+                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    cached_secs = secs;
+  }
+  out.append(cached);
+  int m = static_cast<int>(ms % 1000);
+  out += static_cast<char>('0' + m / 100);
+  out += static_cast<char>('0' + m / 10 % 10);
+  out += static_cast<char>('0' + m % 10);
+  out += 'Z';
+}
+
+size_t utf8_sequence(std::string_view s, size_t i) {
+  auto b = static_cast<unsigned char>(s[i]);
+  size_t n = b >= 0xf0 && b <= 0xf4 ? 4 : b >= 0xe0 ? 3 : b >= 0xc2 && b < 0xe0 ? 2 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k)
+    if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return 0;
+  auto b1 = static_cast<unsigned char>(s[i + 1]);
+  if (n == 3 && ((b == 0xe0 && b1 < 0xa0) || (b == 0xed && b1 >= 0xa0))) return 0;
+  if (n == 4 && ((b == 0xf0 && b1 < 0x90) || (b == 0xf4 && b1 >= 0x90))) return 0;
+  return n;
+}
+
+bool needs_text_quotes(std::string_view v) {
+  if (v.empty()) return true;
+  for (char c : v) {
+    auto u = static_cast<unsigned char>(c);
+    if (u <= ' ' || c == '"' || c == '=' || c == '\\' || u >= 0x7f) return true;
+  }
+  return false;
+}
+
+void append_field(std::string& out, bool json, std::string_view key, std::string_view value) {
+  if (json) {
+    out += ",\"";
+    out.append(key);
+    out += "\":\"";
+    append_json_escaped(out, value);
+    out += '"';
+  } else {
+    out += ' ';
+    out.append(key);
+    out += '=';
+    if (needs_text_quotes(value)) {
+      out += '"';
+      append_json_escaped(out, value);
+      out += '"';
+    } else {
+      out.append(value);
+    }
+  }
+}
+
+}  // namespace
+
+std::string iso_timestamp() {
+  std::string s;
+  append_timestamp(s);
+  return s;
+}
+
+void append_json_escaped(std::string& out, std::string_view s) {
+  static const char hex[] = "0123456789abcdef";
+  size_t run = 0;  // start of bytes that need no escaping, copied in one go
+  for (size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+      ++i;
+      continue;
+    }
+    if (c >= 0x80) {
+      size_t n = utf8_sequence(s, i);
+      if (n > 0) {
+        i += n;
+        continue;
+      }
+    }
+    out.append(s.data() + run, i - run);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c >= 0x80) {
+          out += "\\ufffd";
+        } else {
+          out += "\\u00";
+          out += hex[c >> 4];
+          out += hex[c & 15];
+        }
+    }
+    ++i;
+    run = i;
+  }
+  out.append(s.data() + run, s.size() - run);
+}
+
+std::string Logger::render_fields(
+    std::initializer_list<std::pair<std::string_view, std::string_view>> f) const {
+  std::string out;
+  for (const auto& [k, v] : f) append_field(out, format_ == LogFormat::Json, k, v);
+  return out;
+}
+
+LogLine::LogLine(Logger& log, std::string_view event, std::string_view prefix)
+    : log_(log), line_(log.line_), json_(log.format_ == LogFormat::Json) {
+  line_.clear();
+  if (json_) {
+    line_ += "{\"ts\":\"";
+    append_timestamp(line_);
+    line_ += "\",\"event\":\"";
+    line_.append(event);
+    line_ += '"';
+  } else {
+    append_timestamp(line_);
+    line_ += ' ';
+    line_.append(event);
+    if (event.size() < 14) line_.append(14 - event.size(), ' ');
+  }
+  line_.append(prefix);
+}
+
+LogLine& LogLine::str(std::string_view key, std::string_view value) {
+  append_field(line_, json_, key, value);
+  return *this;
+}
+
+LogLine& LogLine::num(std::string_view key, int64_t value) {
+  line_ += json_ ? ",\"" : " ";
+  line_.append(key);
+  line_ += json_ ? "\":" : "=";
+  char buf[24];
+  int n = std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(value));
+  line_.append(buf, static_cast<size_t>(n));
+  return *this;
+}
+
+LogLine& LogLine::boolean(std::string_view key, bool value) {
+  line_ += json_ ? ",\"" : " ";
+  line_.append(key);
+  line_ += json_ ? "\":" : "=";
+  line_ += value ? "true" : "false";
+  return *this;
+}
+
+void LogLine::write() {
+  if (json_) line_ += '}';
+  log_.emit(line_);
 }
 
 void Logger::write(std::string_view event, const nlohmann::ordered_json& fields) {
@@ -67,6 +219,10 @@ void Logger::write(std::string_view event, const nlohmann::ordered_json& fields)
       }
     }
   }
+  emit(line);
+}
+
+void Logger::emit(std::string& line) {
   line += '\n';
   // One write per line, straight to the descriptor: lines are never held back in a buffer
   // and concurrent writers (none today) would not interleave within a line.

@@ -77,12 +77,16 @@ std::string header_safe(std::string_view s) {
   return out;
 }
 
-std::string rfc5322_date() {
+std::string_view rfc5322_date() {
+  static std::time_t cached_at = -1;
+  static char buf[64];
   std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+  if (now != cached_at) {
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    cached_at = now;
+  }
   return buf;
 }
 
@@ -123,7 +127,8 @@ void Session::start(uv_stream_t* server) {
   facts_.client = peer_.ip;
   client_text_ = format_endpoint(peer_);
   facts_.banned = gw_.banned(facts_.client);
-  gw_.log().write("session_open", base_fields());
+  update_log_prefix();
+  LogLine(gw_.log(), "session_open", log_prefix_).write();
 
   const Policy& p = *policy_;
   // Connection caps protect the gateway itself: always enforced, checked before policy.
@@ -158,38 +163,38 @@ void Session::on_tls_ready(Connection& c) {
   facts_.tls = true;
   tls_version_ = c.tls()->version();
   tls_cipher_ = c.tls()->cipher();
-  auto f = base_fields();
-  f["tls_version"] = tls_version_;
-  f["tls_cipher"] = tls_cipher_;
-  gw_.log().write("tls", f);
+  LogLine(gw_.log(), "tls", log_prefix_)
+      .str("tls_version", tls_version_)
+      .str("tls_cipher", tls_cipher_)
+      .write();
   arm_command_timer();
   if (listener_.tls == TlsMode::Implicit) greet();
 }
 
 void Session::on_tls_failed(Connection&, const std::string& reason) {
-  auto f = base_fields();
-  f["component"] = "tls";
-  f["reason"] = "TLS handshake failed: " + reason;
-  gw_.log().write("error", f);
+  LogLine(gw_.log(), "error", log_prefix_)
+      .str("component", "tls")
+      .str("reason", "TLS handshake failed: " + reason)
+      .write();
   finish("tls_failed");
 }
 
-nlohmann::ordered_json Session::base_fields() const {
-  return {{"session", id_},
-          {"client", client_text_},
-          {"listener", listener_.name},
-          {"class", class_name(facts_.cls)}};
+void Session::update_log_prefix() {
+  log_prefix_ = gw_.log().render_fields({{"session", id_},
+                                         {"client", client_text_},
+                                         {"listener", listener_.name},
+                                         {"class", class_name(facts_.cls)}});
 }
 
 void Session::log_decision(const Decision& d) {
-  auto f = base_fields();
-  f["stage"] = to_string(d.stage);
-  f["rule"] = d.rule;
-  f["verdict"] = to_string(d.verdict);
-  f["enforced"] = d.enforced;
-  f["reason"] = d.reason;
-  f["reply"] = d.reply.line();
-  gw_.log().write("decision", f);
+  LogLine(gw_.log(), "decision", log_prefix_)
+      .str("stage", to_string(d.stage))
+      .str("rule", d.rule)
+      .str("verdict", to_string(d.verdict))
+      .boolean("enforced", d.enforced)
+      .str("reason", d.reason)
+      .str("reply", d.reply.line())
+      .write();
 }
 
 bool Session::apply(const Decision& d) {
@@ -202,7 +207,23 @@ bool Session::apply(const Decision& d) {
 }
 
 void Session::arm_command_timer() {
-  if (timer_ && phase_ != Phase::Data) timer_->start(policy_->timeouts.command);
+  if (phase_ != Phase::Data) set_deadline(policy_->timeouts.command);
+}
+
+void Session::set_deadline(std::chrono::milliseconds after) {
+  if (!timer_) return;
+  // One timer, re-armed only when it would fire too late: commands just move the deadline.
+  uint64_t now = uv_now(gw_.loop());
+  deadline_ = now + static_cast<uint64_t>(after.count());
+  if (!timer_->active() || timer_due_ > deadline_) {
+    timer_->start(after);
+    timer_due_ = deadline_;
+  }
+}
+
+void Session::suspend_deadline() {
+  // Waiting on the backend, whose own timer bounds the wait.
+  deadline_ = kNoDeadline;
 }
 
 // ---------------------------------------------------------------- input
@@ -290,7 +311,7 @@ void Session::handle_command(const smtp::Command& cmd, std::string_view line) {
         deferred_ = cmd.verb;
         has_deferred_ = true;
         blocked_ = true;
-        if (timer_) timer_->stop();
+        suspend_deadline();
         return;
       }
       if (cmd.verb == Verb::Data) {
@@ -383,7 +404,10 @@ void Session::cmd_mail(const smtp::Command& cmd, std::string_view line) {
     return;
   }
   const Policy& p = *policy_;
-  facts_.cls = engine::class_at_mail(facts_);
+  if (ListenerClass c = engine::class_at_mail(facts_); c != facts_.cls) {
+    facts_.cls = c;
+    update_log_prefix();
+  }
   Counters c;  // per-login sending counters arrive with the rate limiter
   if (apply(engine::mail(p, facts_, *sender, cmd.size.value_or(0), c))) return;
   if (!ensure_backend()) {
@@ -446,7 +470,7 @@ void Session::cmd_data() {
   add_backend_slot(Tag::Data);
   backend_.send(Tag::Data, "DATA\r\n");
   blocked_ = true;  // the body may follow only after our 354
-  if (timer_) timer_->stop();
+  suspend_deadline();
 }
 
 void Session::run_deferred() {
@@ -627,15 +651,15 @@ void Session::auth_with(smtp::Credentials creds) {
   }
   add_backend_slot(Tag::Auth);
   blocked_ = true;
-  if (timer_) timer_->stop();
+  suspend_deadline();
 }
 
 void Session::auth_failed_locally(std::string_view text, bool counts) {
-  auto f = base_fields();
-  f["login"] = facts_.login;
-  f["result"] = "refused";
-  f["reply"] = first_line(text);
-  gw_.log().write("auth", f);
+  LogLine(gw_.log(), "auth", log_prefix_)
+      .str("login", facts_.login)
+      .str("result", "refused")
+      .str("reply", first_line(text))
+      .write();
   gw_.metrics().auth_failed++;
   reply(text);
   if (counts) count_auth_failure();
@@ -672,8 +696,11 @@ void Session::send_received_header() {
   if (facts_.tls) h += "\r\n\t(using " + tls_version_ + " with cipher " + tls_cipher_ + ")";
   if (txn_.rcpt_accepted == 1 && !txn_.first_rcpt.empty())
     h += "\r\n\tfor <" + header_safe(txn_.first_rcpt) + ">";
-  h += "; " + rfc5322_date() + "\r\n";
+  h += "; ";
+  h += rfc5322_date();
+  h += "\r\n";
   backend_.write_body(h);
+  hold_backend_flush_ = true;  // goes out with the first body bytes, not in a write of its own
 }
 
 void Session::handle_body(std::string_view& in) {
@@ -685,6 +712,7 @@ void Session::handle_body(std::string_view& in) {
   }
   auto r = body_->feed(in, *out);
   in.remove_prefix(r.consumed);
+  hold_backend_flush_ = false;
   if (r.status == smtp::BodyFilter::Status::NeedMore) {
     backend_.flush();
     if (backend_.queued_bytes() > kMaxBackendQueue && client_) client_->pause_reading();
@@ -765,20 +793,20 @@ void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
                                                    policy_->message.max_bytes);
         data_error_.reset();
         send_received_header();
-        if (timer_) timer_->start(policy_->timeouts.data);
+        set_deadline(policy_->timeouts.data);
       } else {
         arm_command_timer();
       }
       fill_slot(r.raw);
       break;
     case Tag::DataEnd: {
-      auto f = base_fields();
-      f["from"] = last_sender_;
-      f["size"] = last_size_;
-      f["recipients"] = last_rcpts_;
-      f["reply"] = first_line(r.raw);
-      f["delivered"] = r.code >= 200 && r.code < 300;
-      gw_.log().write("message", f);
+      LogLine(gw_.log(), "message", log_prefix_)
+          .str("from", last_sender_)
+          .num("size", static_cast<int64_t>(last_size_))
+          .num("recipients", last_rcpts_)
+          .str("reply", first_line(r.raw))
+          .boolean("delivered", r.code >= 200 && r.code < 300)
+          .write();
       if (r.code >= 200 && r.code < 300) {
         ++messages_;
         gw_.metrics().messages++;
@@ -796,14 +824,19 @@ void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
       blocked_ = false;
       bool ok = r.code == 235;
       Decision d = engine::auth_result(*policy_, facts_, ok);
-      auto f = base_fields();
-      f["login"] = facts_.login;
-      f["result"] = ok ? "ok" : (r.transient() ? "tempfail" : "failed");
-      f["reply"] = first_line(r.raw);
-      gw_.log().write("auth", f);
       if (ok) {
         facts_.authenticated = true;
-        if (facts_.cls == ListenerClass::Auto) facts_.cls = ListenerClass::Submission;
+        if (facts_.cls == ListenerClass::Auto) {
+          facts_.cls = ListenerClass::Submission;
+          update_log_prefix();
+        }
+      }
+      LogLine(gw_.log(), "auth", log_prefix_)
+          .str("login", facts_.login)
+          .str("result", ok ? "ok" : (r.transient() ? "tempfail" : "failed"))
+          .str("reply", first_line(r.raw))
+          .write();
+      if (ok) {
         gw_.metrics().auth_ok++;
         fill_slot(kAuthOk);
       } else {
@@ -833,10 +866,7 @@ void Session::fill_slot(std::string_view text) {
 
 void Session::on_backend_failed(const std::string& why, bool protocol_error) {
   gw_.metrics().backend_errors++;
-  auto f = base_fields();
-  f["reason"] = why;
-  f["component"] = "backend";
-  gw_.log().write("error", f);
+  LogLine(gw_.log(), "error", log_prefix_).str("component", "backend").str("reason", why).write();
   if (facts_.authenticated) backend_auth_lost_ = true;
   if (phase_ == Phase::Data) {
     // The message cannot complete: answer at once and stop reading its body.
@@ -908,7 +938,7 @@ void Session::flush_slots() {
 
 void Session::flush() {
   if (finished_) return;
-  backend_.flush();
+  if (!hold_backend_flush_) backend_.flush();
   if (!client_) return;
   client_->flush();
   if (close_when_flushed_ && slot_head_ == slots_.size() && client_ &&
@@ -935,6 +965,13 @@ void Session::on_eof(Connection&, int status) {
 }
 
 void Session::on_timer(Timer&) {
+  if (deadline_ == kNoDeadline) return;  // re-armed when the session waits on the client again
+  uint64_t now = uv_now(gw_.loop());
+  if (now < deadline_) {
+    timer_->start(std::chrono::milliseconds(deadline_ - now));
+    timer_due_ = deadline_;
+    return;
+  }
   // Replies still owed by the backend are dropped: the session is over.
   slots_.clear();
   slot_head_ = 0;
@@ -972,17 +1009,17 @@ void Session::finish(std::string_view state) {
     timer_ = nullptr;
   }
   smtp::secure_wipe(sasl_login_);
-  auto f = base_fields();
-  f["state"] = state;
-  f["duration_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
-                         std::chrono::steady_clock::now() - started_)
-                         .count();
-  f["bytes_in"] = bytes_in_;
-  f["bytes_out"] = bytes_out_;
-  f["messages"] = messages_;
-  if (facts_.authenticated) f["login"] = facts_.login;
-  if (facts_.tls) f["tls_version"] = tls_version_;
-  gw_.log().write("session_close", f);
+  LogLine line(gw_.log(), "session_close", log_prefix_);
+  line.str("state", state)
+      .num("duration_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::steady_clock::now() - started_)
+                              .count())
+      .num("bytes_in", static_cast<int64_t>(bytes_in_))
+      .num("bytes_out", static_cast<int64_t>(bytes_out_))
+      .num("messages", messages_);
+  if (facts_.authenticated) line.str("login", facts_.login);
+  if (facts_.tls) line.str("tls_version", tls_version_);
+  line.write();
   gw_.retire(this);
 }
 

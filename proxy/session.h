@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 
 #include "policy/engine.h"
 #include "proxy/backend_client.h"
 #include "proxy/connection.h"
+#include "proxy/log.h"
 #include "proxy/smtp/body_filter.h"
 #include "proxy/smtp/command.h"
 #include "proxy/smtp/line_reader.h"
@@ -129,8 +129,10 @@ class Session final : public Connection::Handler,
   // policy and log
   bool apply(const Decision& d);  // logs non-allow decisions; true when it blocks
   void log_decision(const Decision& d);
-  nlohmann::ordered_json base_fields() const;
+  void update_log_prefix();  // the session's fields, rendered once for every log line
   void arm_command_timer();
+  void set_deadline(std::chrono::milliseconds after);
+  void suspend_deadline();
 
   // end
   void close_after_flush(std::string_view state = "closed");
@@ -148,6 +150,7 @@ class Session final : public Connection::Handler,
   SessionFacts facts_;
   Endpoint peer_, local_;
   std::string client_text_;  // "1.2.3.4:5678"
+  std::string log_prefix_;
   std::string helo_;
   bool esmtp_ = false;
   bool helo_seen_ = false;
@@ -178,6 +181,10 @@ class Session final : public Connection::Handler,
   std::chrono::steady_clock::time_point started_;
   uint64_t bytes_in_ = 0, bytes_out_ = 0;
   uint32_t messages_ = 0;
+  static constexpr uint64_t kNoDeadline = UINT64_MAX;
+  uint64_t deadline_ = kNoDeadline;  // loop time (ms) when the client's time is up
+  uint64_t timer_due_ = 0;           // when the timer fires next
+  bool hold_backend_flush_ = false;
   bool close_when_flushed_ = false;
   std::string_view close_state_ = "closed";  // static strings only
   std::string discard_;  // body bytes of a message that can no longer be delivered
