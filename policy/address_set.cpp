@@ -177,7 +177,11 @@ void AddressSet::add(const Cidr& entry, Access access, uint32_t origin) {
     fresh->entries = impl_->entries;
     impl_ = std::move(fresh);
   }
-  impl_->entries.push_back({entry, access, origin});
+  // Cidr::parse never yields a longer prefix; a hand-made one would make the mask shift
+  // undefined, so it is clamped rather than trusted.
+  Cidr c = entry;
+  c.prefix = std::min<uint8_t>(c.prefix, c.address.is_v6() ? 128 : 32);
+  impl_->entries.push_back({c, access, origin});
 }
 
 void AddressSet::build() {
