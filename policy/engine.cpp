@@ -7,7 +7,9 @@
 namespace smtpgate::engine {
 namespace {
 
-bool enforced(Mode m) { return m == Mode::Enforce; }
+bool enforced(Mode m) {
+  return m == Mode::Enforce;
+}
 
 Decision allow(Stage stage, std::string_view rule, std::string reason) {
   Decision d;
@@ -83,8 +85,9 @@ bool sender_owned(const Policy& p, std::string_view login, const MailPath& sende
   auto it = sub.senders.find(ascii_lower(login));
   if (it != sub.senders.end()) {
     for (const auto& entry : it->second) {
-      bool match = entry.starts_with('@') ? iequals(std::string_view(entry).substr(1), sender.domain)
-                                          : iequals(entry, address);
+      bool match = entry.starts_with('@')
+                       ? iequals(std::string_view(entry).substr(1), sender.domain)
+                       : iequals(entry, address);
       if (match) {
         *how = "sender listed in submission.senders as " + entry;
         return true;
@@ -96,7 +99,9 @@ bool sender_owned(const Policy& p, std::string_view login, const MailPath& sende
 
 }  // namespace
 
-ListenerClass initial_class(const Listener& listener) { return listener.cls; }
+ListenerClass initial_class(const Listener& listener) {
+  return listener.cls;
+}
 
 Decision connect(const Policy& p, const SessionFacts& s) {
   if (s.banned) {
@@ -233,10 +238,10 @@ Decision mail(const Policy& p, const SessionFacts& s, const MailPath& sender, ui
     }
   }
   if (p.mx.reject_local_sender && !sender.null && p.local_domains.contains(sender.domain))
-    return refuse(Stage::Mail, "mx.local_sender", Verdict::Reject, p.mx_mode(),
-                  "unauthenticated sender " + sender.address() + " is in local domain " +
-                      sender.domain,
-                  replies::local_sender_needs_auth());
+    return refuse(
+        Stage::Mail, "mx.local_sender", Verdict::Reject, p.mx_mode(),
+        "unauthenticated sender " + sender.address() + " is in local domain " + sender.domain,
+        replies::local_sender_needs_auth());
   return allow(Stage::Mail, "default",
                sender.null ? "null sender accepted on mx" : "sender " + sender.address());
 }

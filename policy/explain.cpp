@@ -120,13 +120,13 @@ std::string explain_json(const ExplainResult& r) {
   nlohmann::json doc;
   doc["decisions"] = nlohmann::json::array();
   for (const auto& d : r.decisions) {
-    doc["decisions"].push_back({{"stage", to_string(d.stage)},
-                                {"rule", d.rule},
-                                {"verdict", to_string(d.verdict)},
-                                {"enforced", d.enforced},
-                                {"reason", d.reason},
-                                {"reply", d.allowed() ? nlohmann::json(nullptr)
-                                                      : nlohmann::json(d.reply.line())}});
+    doc["decisions"].push_back(
+        {{"stage", to_string(d.stage)},
+         {"rule", d.rule},
+         {"verdict", to_string(d.verdict)},
+         {"enforced", d.enforced},
+         {"reason", d.reason},
+         {"reply", d.allowed() ? nlohmann::json(nullptr) : nlohmann::json(d.reply.line())}});
   }
   doc["outcome"] = r.accepted ? "accepted" : "rejected";
   return doc.dump(2) + "\n";

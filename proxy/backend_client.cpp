@@ -64,8 +64,10 @@ void BackendClient::on_connected(Connection&, int status) {
     return;
   }
   conn_->start_reading();
-  if (client_ip_ == ClientIpMode::ProxyV1) conn_->write(proxy_v1_header(client_.client, client_.local));
-  if (client_ip_ == ClientIpMode::ProxyV2) conn_->write(proxy_v2_header(client_.client, client_.local));
+  if (client_ip_ == ClientIpMode::ProxyV1)
+    conn_->write(proxy_v1_header(client_.client, client_.local));
+  if (client_ip_ == ClientIpMode::ProxyV2)
+    conn_->write(proxy_v2_header(client_.client, client_.local));
   conn_->flush();
   timer_->start(reply_timeout_);
   if (tls_mode_ == BackendTls::Implicit) {
@@ -140,7 +142,9 @@ bool BackendClient::authenticate(std::string_view login, std::string_view passwo
   return true;
 }
 
-void BackendClient::arm_reply_timer() { timer_->start(reply_timeout_); }
+void BackendClient::arm_reply_timer() {
+  timer_->start(reply_timeout_);
+}
 
 void BackendClient::on_data(Connection&, std::string_view data) {
   while (!data.empty()) {
@@ -314,11 +318,12 @@ void BackendClient::become_ready() {
 }
 
 void BackendClient::on_eof(Connection&, int status) {
-  fail(status == UV_EOF ? "connection closed by backend" : std::string(uv_strerror(status)),
-       false);
+  fail(status == UV_EOF ? "connection closed by backend" : std::string(uv_strerror(status)), false);
 }
 
-void BackendClient::on_drained(Connection&) { events_->on_backend_drained(); }
+void BackendClient::on_drained(Connection&) {
+  events_->on_backend_drained();
+}
 
 void BackendClient::on_timer(Timer&) {
   fail(state_ == State::Connecting ? "connect timeout" : "reply timeout", false);

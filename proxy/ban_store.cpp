@@ -13,7 +13,8 @@ namespace smtpgate {
 
 std::string read_ban_state(const std::string& path, BanList* bans) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return errno == ENOENT ? "" : "cannot read ban state " + path + ": " + std::strerror(errno);
+  if (!in)
+    return errno == ENOENT ? "" : "cannot read ban state " + path + ": " + std::strerror(errno);
   std::stringstream ss;
   ss << in.rdbuf();
   std::string problem;
@@ -56,7 +57,8 @@ std::string write_ban_state(const std::string& path, const BanList& bans) {
   ::close(fd);
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
     return "rename " + tmp + ": " + std::strerror(errno);
-  std::string dir = path.substr(0, path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/'));
+  std::string dir =
+      path.substr(0, path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/'));
   if (dir.empty()) dir = ".";
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {

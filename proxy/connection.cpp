@@ -40,8 +40,7 @@ void Connection::on_connect(uv_connect_t* req, int status) {
 
 void Connection::start_reading() {
   if (reading_ || closing()) return;
-  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) == 0)
-    reading_ = true;
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) == 0) reading_ = true;
 }
 
 void Connection::pause_reading() {
@@ -176,6 +175,8 @@ void Connection::close() {
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
 }
 
-void Connection::on_close(uv_handle_t* h) { delete static_cast<Connection*>(h->data); }
+void Connection::on_close(uv_handle_t* h) {
+  delete static_cast<Connection*>(h->data);
+}
 
 }  // namespace smtpgate

@@ -22,7 +22,7 @@ class Connection {
     virtual void on_connected(Connection& c, int status) = 0;  // outbound connect finished
     virtual void on_data(Connection& c, std::string_view data) = 0;
     virtual void on_eof(Connection& c, int status) = 0;  // peer closed (UV_EOF) or read error
-    virtual void on_drained(Connection& c) = 0;           // every queued byte was written
+    virtual void on_drained(Connection& c) = 0;          // every queued byte was written
     // TLS (after start_tls): the handshake completed; data that followed comes next.
     virtual void on_tls_ready(Connection&) {}
     // The handshake or a record failed; `reason` is OpenSSL's. The connection is unusable.

@@ -161,7 +161,9 @@ void Gateway::on_connection(uv_stream_t* server, int status) {
   s->start(server);
 }
 
-void Gateway::retire(Session* s) { retired_.push_back(s); }
+void Gateway::retire(Session* s) {
+  retired_.push_back(s);
+}
 
 void Gateway::on_check(uv_check_t* h) {
   auto* gw = static_cast<Gateway*>(h->data);
@@ -188,7 +190,8 @@ void Gateway::reload() {
   PolicySnapshot old = policy_;
   std::string err = load(false);
   if (!err.empty()) {
-    log_.write("policy_reload", {{"result", "rejected"}, {"path", options_.policy_path}, {"errors", err}});
+    log_.write("policy_reload",
+               {{"result", "rejected"}, {"path", options_.policy_path}, {"errors", err}});
     return;
   }
   // Listeners are fixed for the process; new listen addresses need a restart.

@@ -117,11 +117,21 @@ void append_json_escaped(std::string& out, std::string_view s) {
     }
     out.append(s.data() + run, i - run);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c >= 0x80) {
           out += "\\ufffd";
@@ -211,9 +221,9 @@ void Logger::write(std::string_view event, const nlohmann::ordered_json& fields)
       if (it.value().is_string()) {
         const auto& s = it.value().get_ref<const std::string&>();
         bool quote = s.empty() || s.find_first_of(" \"=") != std::string::npos;
-        line += quote ? nlohmann::json(s).dump(-1, ' ', false,
-                                               nlohmann::json::error_handler_t::replace)
-                      : s;
+        line +=
+            quote ? nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                  : s;
       } else {
         line += it.value().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       }

@@ -29,7 +29,8 @@ class Logger {
   void write(std::string_view event, const nlohmann::ordered_json& fields);
   LogFormat format() const { return format_; }
   // Renders string fields as a prefix for LogLine: ,"k":"v"... (JSON) or " k=v" (text).
-  std::string render_fields(std::initializer_list<std::pair<std::string_view, std::string_view>> f) const;
+  std::string render_fields(
+      std::initializer_list<std::pair<std::string_view, std::string_view>> f) const;
 
  private:
   friend class LogLine;

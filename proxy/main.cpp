@@ -29,9 +29,12 @@ void print_errors(const LoadResult& r) {
 
 std::string_view class_name(ListenerClass c) {
   switch (c) {
-    case ListenerClass::Mx: return "mx";
-    case ListenerClass::Submission: return "submission";
-    case ListenerClass::Auto: return "auto";
+    case ListenerClass::Mx:
+      return "mx";
+    case ListenerClass::Submission:
+      return "submission";
+    case ListenerClass::Auto:
+      return "auto";
   }
   return "?";
 }

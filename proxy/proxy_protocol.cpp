@@ -31,8 +31,7 @@ std::string proxy_v1_header(const Endpoint& src, const Endpoint& dst_in) {
 
 std::string proxy_v2_header(const Endpoint& src, const Endpoint& dst_in) {
   Endpoint dst = same_family(dst_in, src);
-  static const char sig[12] = {'\r', '\n', '\r', '\n', '\0', '\r',
-                               '\n', 'Q',  'U',  'I',  'T',  '\n'};
+  static const char sig[12] = {'\r', '\n', '\r', '\n', '\0', '\r', '\n', 'Q', 'U', 'I', 'T', '\n'};
   std::string h(sig, sizeof sig);
   h += static_cast<char>(0x21);  // version 2, PROXY command
   bool v4 = src.ip.is_v4();

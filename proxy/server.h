@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <list>
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 

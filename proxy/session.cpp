@@ -38,11 +38,14 @@ constexpr std::string_view kTlsInTxn = "503 5.5.1 Error: MAIL transaction in pro
 constexpr std::string_view kBackendDown = "421 4.4.1 backend unavailable, try later\r\n";
 constexpr std::string_view kBackendProtocol = "451 4.3.0 Error: backend protocol error\r\n";
 constexpr std::string_view kTooManyErrors = "421 4.7.0 Error: too many errors\r\n";
-constexpr std::string_view kShuttingDown = "421 4.3.2 Service shutting down, closing connection\r\n";
+constexpr std::string_view kShuttingDown =
+    "421 4.3.2 Service shutting down, closing connection\r\n";
 constexpr std::string_view kBadSender = "501 5.1.7 Bad sender address syntax\r\n";
 constexpr std::string_view kBadRcpt = "501 5.1.3 Bad recipient address syntax\r\n";
 
-std::string line_of(const Reply& r) { return r.line() + "\r\n"; }
+std::string line_of(const Reply& r) {
+  return r.line() + "\r\n";
+}
 
 Endpoint endpoint_of(const sockaddr_storage& ss) {
   Endpoint e;
@@ -62,9 +65,12 @@ Endpoint endpoint_of(const sockaddr_storage& ss) {
 
 std::string_view class_name(ListenerClass c) {
   switch (c) {
-    case ListenerClass::Mx: return "mx";
-    case ListenerClass::Submission: return "submission";
-    case ListenerClass::Auto: return "auto";
+    case ListenerClass::Mx:
+      return "mx";
+    case ListenerClass::Submission:
+      return "submission";
+    case ListenerClass::Auto:
+      return "auto";
   }
   return "?";
 }
@@ -90,7 +96,9 @@ std::string_view rfc5322_date() {
   return buf;
 }
 
-std::string first_line(std::string_view raw) { return std::string(raw.substr(0, raw.find('\r'))); }
+std::string first_line(std::string_view raw) {
+  return std::string(raw.substr(0, raw.find('\r')));
+}
 
 }  // namespace
 
@@ -300,10 +308,18 @@ void Session::handle_command(const smtp::Command& cmd, std::string_view line) {
     return;
   }
   switch (cmd.verb) {
-    case Verb::Helo: cmd_helo(cmd, false); return;
-    case Verb::Ehlo: cmd_helo(cmd, true); return;
-    case Verb::Mail: cmd_mail(cmd, line); return;
-    case Verb::Rcpt: cmd_rcpt(cmd, line); return;
+    case Verb::Helo:
+      cmd_helo(cmd, false);
+      return;
+    case Verb::Ehlo:
+      cmd_helo(cmd, true);
+      return;
+    case Verb::Mail:
+      cmd_mail(cmd, line);
+      return;
+    case Verb::Rcpt:
+      cmd_rcpt(cmd, line);
+      return;
     case Verb::Data:
     case Verb::StartTls:
       if (slot_head_ < slots_.size()) {
@@ -320,15 +336,33 @@ void Session::handle_command(const smtp::Command& cmd, std::string_view line) {
         cmd_starttls();
       }
       return;
-    case Verb::Rset: cmd_rset(); return;
-    case Verb::Noop: reply(kOk); return;
-    case Verb::Quit: cmd_quit(); return;
-    case Verb::Help: reply(kHelp); return;
-    case Verb::Vrfy: reply(kVrfy); return;
-    case Verb::Auth: cmd_auth(cmd); return;
+    case Verb::Rset:
+      cmd_rset();
+      return;
+    case Verb::Noop:
+      reply(kOk);
+      return;
+    case Verb::Quit:
+      cmd_quit();
+      return;
+    case Verb::Help:
+      reply(kHelp);
+      return;
+    case Verb::Vrfy:
+      reply(kVrfy);
+      return;
+    case Verb::Auth:
+      cmd_auth(cmd);
+      return;
     case Verb::Expn:
-    case Verb::Bdat: reply(kNotImpl); error_budget_spent(); return;
-    case Verb::Unknown: reply(kUnknown); error_budget_spent(); return;
+    case Verb::Bdat:
+      reply(kNotImpl);
+      error_budget_spent();
+      return;
+    case Verb::Unknown:
+      reply(kUnknown);
+      error_budget_spent();
+      return;
   }
 }
 
@@ -920,7 +954,9 @@ void Session::reply(std::string_view text) {
   }
 }
 
-void Session::reply(const Reply& r) { reply(line_of(r)); }
+void Session::reply(const Reply& r) {
+  reply(line_of(r));
+}
 
 void Session::flush_slots() {
   while (slot_head_ < slots_.size() && slots_[slot_head_].ready) {
@@ -941,8 +977,7 @@ void Session::flush() {
   if (!hold_backend_flush_) backend_.flush();
   if (!client_) return;
   client_->flush();
-  if (close_when_flushed_ && slot_head_ == slots_.size() && client_ &&
-      client_->queued_bytes() == 0)
+  if (close_when_flushed_ && slot_head_ == slots_.size() && client_ && client_->queued_bytes() == 0)
     finish(close_state_);
 }
 

@@ -9,7 +9,6 @@
 #include <string>
 #include <vector>
 
-
 #include "policy/engine.h"
 #include "proxy/backend_client.h"
 #include "proxy/connection.h"
@@ -187,7 +186,7 @@ class Session final : public Connection::Handler,
   bool hold_backend_flush_ = false;
   bool close_when_flushed_ = false;
   std::string_view close_state_ = "closed";  // static strings only
-  std::string discard_;  // body bytes of a message that can no longer be delivered
+  std::string discard_;     // body bytes of a message that can no longer be delivered
   uint64_t last_size_ = 0;  // the message whose final reply is awaited
   uint32_t last_rcpts_ = 0;
   std::string last_sender_;

@@ -36,6 +36,14 @@ uint64_t BodyFilter::body_bytes() const {
   return consumed_;
 }
 
+void BodyFilter::take(std::string& out, std::string_view bytes) {
+  // Emit exactly up to the limit, so `out` does not depend on how input was chunked.
+  const uint64_t room = consumed_ < max_bytes_ ? max_bytes_ - consumed_ : 0;
+  if (!oversize_)
+    out.append(bytes.substr(0, static_cast<size_t>(std::min<uint64_t>(room, bytes.size()))));
+  count(bytes.size());
+}
+
 void BodyFilter::count(uint64_t n) {
   consumed_ += n;
   if (consumed_ > max_bytes_) oversize_ = true;
@@ -72,15 +80,24 @@ BodyFilter::Result BodyFilter::feed(std::string_view in, std::string& out) {
         break;
 
       case State::Mid: {
-        const size_t j = i + find_newline(in.data() + i, n - i);
-        if (j > i) {
-          // Emit exactly up to the limit, so `out` does not depend on how input was chunked.
-          const uint64_t room = consumed_ < max_bytes_ ? max_bytes_ - consumed_ : 0;
-          if (!oversize_)
-            out.append(in.substr(i, static_cast<size_t>(std::min<uint64_t>(room, j - i))));
-          count(j - i);
+        // Copy whole runs of clean lines at once: a CRLF whose next line does not start
+        // with "." needs no decision, so the run goes on past it.
+        const size_t run = i;
+        for (;;) {
+          const size_t j = i + find_newline(in.data() + i, n - i);
+          // Near the size limit the byte-exact path below decides (it must not depend on
+          // how the input was chunked).
+          if (j + 2 < n && in[j] == '\r' && in[j + 1] == '\n' && in[j + 2] != '.' &&
+              consumed_ + (j + 2 - run) <= max_bytes_) {
+            i = j + 2;
+            continue;
+          }
           i = j;
-        } else if (c == '\r') {
+          break;
+        }
+        if (i > run) take(out, in.substr(run, i - run));
+        if (i >= n) break;
+        if (in[i] == '\r') {
           state_ = State::Cr;
           ++i;
         } else {  // a bare LF

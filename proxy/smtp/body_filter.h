@@ -72,6 +72,7 @@ class BodyFilter {
   // A bare LF/CR just ended a line: Normalize writes CRLF, Reject stops.
   bool bare_newline(std::string& out, std::string_view line_rest);
   void count(uint64_t n);
+  void take(std::string& out, std::string_view bytes);  // emit (up to the limit) and count
 
   BareNewline mode_;
   uint64_t max_bytes_;
