@@ -7,6 +7,7 @@ Run as a subprocess:
                          [--user login:password]... [--data-reply "554 5.7.1 no"]
                          [--reject-rcpt addr]... [--xclient] [--proxy-protocol]
                          [--data-delay SECONDS] [--hostname backend.test]
+                         [--tls-cert PEM --tls-key PEM [--implicit-tls]]
 
 The first line on stdout is ``PORT nnnn`` once the socket listens (then the
 script prints nothing else on stdout).  SIGTERM / SIGINT stop it.
@@ -19,13 +20,22 @@ Everything the backend sees ends up in OUT:
   PROXY data, the connection number and the data's base64).  The JSON file is
   written last, atomically, so a test that sees it can read both.
 * ``commands.jsonl``: one JSON object per event, in order, for every
-  connection: ``connect`` (peer), ``proxy`` (PROXY header), ``command`` (every
+  connection: ``connect`` (peer), ``tls`` (the TLS handshake completed: after
+  STARTTLS, or at once with --implicit-tls; version and cipher), ``proxy``
+  (PROXY header), ``command`` (every
   command line exactly as received, without its line ending), ``auth_response``
   (SASL continuation lines), ``reply`` (every reply line sent), ``data_end``
   (byte count of a DATA transfer and the reply), ``disconnect``.
 * ``conn-NNNNN.raw``: the whole inbound byte stream of each connection,
   unmodified (PROXY header, commands, DATA with dots and line endings as they
   arrived), so smuggling tests can count ``\\r\\n.\\r\\n`` themselves.
+
+With --tls-cert/--tls-key the backend offers STARTTLS (aiosmtpd's
+tls_context); with --implicit-tls as well it speaks TLS from the first byte
+(port-465 style, no STARTTLS).  A message's JSON then has ``tls``
+({"version", "cipher"}, or null for a message received in the clear).  The
+raw stream of a connection is the plaintext the SMTP layer saw (before and
+after the handshake), never ciphertext.
 
 Everything is written unbuffered, so tests may read it while the backend runs.
 """
@@ -38,6 +48,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import sys
 import threading
 
@@ -173,6 +184,7 @@ class Handler:
             "rcpt_options": list(envelope.rcpt_options),
             "xclient": dict(server.xclient) if server.xclient is not None else None,
             "proxy": server.proxy_info,
+            "tls": server.tls_info(),
             "size": len(data),
             "data_b64": base64.b64encode(data).decode("ascii"),
             "eml": base + ".eml",
@@ -213,8 +225,22 @@ class RecordingSMTP(SMTP):
             return AuthResult(success=True, auth_data=auth_data)
         return AuthResult(success=False, handled=False)
 
+    # --- TLS state --------------------------------------------------------
+    def tls_info(self):
+        """{"version", "cipher"} of the TLS session under this connection now,
+        or None in the clear."""
+        t = self.transport
+        obj = t.get_extra_info("ssl_object") if t is not None else None
+        if obj is None:
+            return None
+        c = obj.cipher()
+        return {"version": obj.version(), "cipher": c[0] if c else None}
+
     # --- raw tee and command logging --------------------------------------
     def connection_made(self, transport):
+        # Called once per connection, and once more after a STARTTLS handshake
+        # (aiosmtpd swaps in the TLS transport). With implicit TLS the first
+        # call already comes after the handshake.
         first = self.transport is None
         super().connection_made(transport)
         if first:
@@ -223,6 +249,9 @@ class RecordingSMTP(SMTP):
             self.rec.event(self.conn_id, "connect",
                            peer=list(peer) if peer else None,
                            sockname=list(sock) if sock else None)
+        info = self.tls_info()
+        if info is not None:
+            self.rec.event(self.conn_id, "tls", starttls=not first, **info)
 
     def _client_connected_cb(self, reader, writer):
         super()._client_connected_cb(reader, writer)
@@ -349,7 +378,18 @@ def parse_args(argv):
     p.add_argument("--no-auth", action="store_true", help="do not offer AUTH")
     p.add_argument("--max-size", type=int, default=64 * 1024 * 1024,
                    help="SIZE advertised / accepted (0 = unlimited)")
-    return p.parse_args(argv)
+    p.add_argument("--tls-cert", default=None,
+                   help="PEM certificate: offer STARTTLS (or, with --implicit-tls, "
+                        "TLS from the first byte)")
+    p.add_argument("--tls-key", default=None, help="PEM key of --tls-cert")
+    p.add_argument("--implicit-tls", action="store_true",
+                   help="implicit TLS (port-465 style) instead of STARTTLS")
+    args = p.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        p.error("--tls-cert and --tls-key go together")
+    if args.implicit_tls and not args.tls_cert:
+        p.error("--implicit-tls needs --tls-cert and --tls-key")
+    return args
 
 
 def main(argv=None):
@@ -366,6 +406,11 @@ def main(argv=None):
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 
+    tls_context = None
+    if args.tls_cert:
+        tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_context.load_cert_chain(args.tls_cert, args.tls_key)
+
     def factory():
         kw = dict(hostname=args.hostname,
                   data_size_limit=args.max_size or None,
@@ -377,10 +422,13 @@ def main(argv=None):
             kw["auth_exclude_mechanism"] = ["PLAIN", "LOGIN"]
         if args.proxy_protocol:
             kw["proxy_protocol_timeout"] = 5
+        if tls_context is not None and not args.implicit_tls:
+            kw["tls_context"] = tls_context
         return RecordingSMTP(handler, recorder, users, **kw)
 
     server = loop.run_until_complete(
-        loop.create_server(factory, host=args.host, port=args.port, reuse_address=True))
+        loop.create_server(factory, host=args.host, port=args.port, reuse_address=True,
+                           ssl=tls_context if args.implicit_tls else None))
     port = server.sockets[0].getsockname()[1]
     sys.stdout.write("PORT %d\n" % port)
     sys.stdout.flush()

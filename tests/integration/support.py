@@ -14,6 +14,7 @@ under /tmp and is removed.
 * smtp_client()    — smtplib.SMTP bound to a chosen 127.0.0.x source address
 * run_swaks()      — swaks against a loopback server
 * check_no_secret()— assert a secret (and its base64 forms) is not in log lines
+* make_test_cert() — a self-signed P-256 certificate for localhost/127.0.0.1
 """
 
 import base64
@@ -129,15 +130,22 @@ def parse_listen(listen):
 def gateway_policy(backend_address, listeners=(("mx", "mx"),), hostname="gw.example.test",
                    local_domains=("example.com", "example.net"), client_ip="none",
                    **sections):
-    """A policy dict per SPEC §4. listeners: (name, class) pairs; each gets a
-    fresh 127.0.0.1 port. Extra top-level sections (mx=..., submission=...,
-    timeouts=..., message=...) are passed through as given."""
+    """A policy dict per SPEC §4. listeners: (name, class) or (name, class,
+    tls) tuples; each gets a fresh 127.0.0.1 port (tls, if given, becomes the
+    listener's "tls" key). Extra top-level sections (mx=..., submission=...,
+    timeouts=..., message=..., tls=...) are passed through as given."""
+    entries = []
+    for spec in listeners:
+        name, cls = spec[0], spec[1]
+        entry = {"name": name, "listen": listen_addr("127.0.0.1", free_port()), "class": cls}
+        if len(spec) > 2 and spec[2] is not None:
+            entry["tls"] = spec[2]
+        entries.append(entry)
     policy = {
         "version": 1,
         "hostname": hostname,
         "local_domains": list(local_domains),
-        "listeners": [{"name": name, "listen": listen_addr("127.0.0.1", free_port()),
-                       "class": cls} for name, cls in listeners],
+        "listeners": entries,
         "backend": {"address": backend_address, "client_ip": client_ip},
         "log": {"format": "json", "path": "-"},
     }
@@ -390,11 +398,13 @@ class RecordingBackend:
     """recording_backend.py as a subprocess on 127.0.0.1 (port chosen by the
     OS). users: {login: password}. Other keywords map to its options:
     data_reply, data_delay, reject_rcpt (list), xclient, proxy_protocol,
-    no_auth, max_size."""
+    no_auth, max_size, tls_cert + tls_key (offer STARTTLS), implicit_tls
+    (with tls_cert/tls_key: TLS from the first byte instead)."""
 
     def __init__(self, users=None, data_reply=None, data_delay=None, reject_rcpt=(),
                  xclient=False, proxy_protocol=False, no_auth=False, max_size=None,
-                 host="127.0.0.1", start_timeout=10.0):
+                 host="127.0.0.1", start_timeout=10.0, tls_cert=None, tls_key=None,
+                 implicit_tls=False):
         self.host = host
         self.dir = make_tempdir("smtpgate-rec-")
         self.args = [PYTHON, os.path.join(HERE, "recording_backend.py"),
@@ -415,6 +425,10 @@ class RecordingBackend:
             self.args.append("--no-auth")
         if max_size is not None:
             self.args += ["--max-size", str(max_size)]
+        if tls_cert or tls_key:
+            self.args += ["--tls-cert", tls_cert, "--tls-key", tls_key]
+        if implicit_tls:
+            self.args.append("--implicit-tls")
         self.start_timeout = start_timeout
         self.proc = None
         self.port = None
@@ -667,6 +681,33 @@ class RawClient:
     def greeting(self, timeout=None):
         return self.read_reply(timeout)
 
+    def start_tls(self, context, server_hostname="localhost"):
+        """TLS handshake on this connection (after a 220 to STARTTLS, or at once
+        on an implicit-TLS port); later send/read go through TLS. Bytes already
+        buffered in the clear would be lost, so there must be none."""
+        if self.buf:
+            raise AssertionError("plaintext buffered before the TLS handshake: %r" % self.buf)
+        self.sock.settimeout(self.timeout)
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+        return self.sock
+
+    def pending(self, timeout=0.5):
+        """Whatever arrives within timeout (bytes, maybe b""), added to what is
+        already buffered and returned without consuming it. EOF ends the wait."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self.buf
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                return self.buf
+            if not chunk:
+                return self.buf
+            self.buf += chunk
+
     def ehlo(self, name="client.example.org"):
         return self.command("EHLO " + name)
 
@@ -770,6 +811,25 @@ def check_no_secret(logs, secret, user=None):
     for form in secret_forms(secret, user):
         if form and form in text:
             raise AssertionError("secret %r found in logs (as %r)" % (secret, form))
+
+
+# --------------------------------------------------------------------------
+# Certificates
+# --------------------------------------------------------------------------
+
+def make_test_cert(directory, name="localhost", ip="127.0.0.1", days=2, prefix=""):
+    """A self-signed P-256 certificate (CN=name, SAN DNS:name and IP:ip) and its
+    key, written to directory as PREFIXcert.pem / PREFIXkey.pem by openssl.
+    Returns (cert_path, key_path)."""
+    cert = os.path.join(directory, prefix + "cert.pem")
+    key = os.path.join(directory, prefix + "key.pem")
+    san = "subjectAltName=DNS:%s" % name + (",IP:%s" % ip if ip else "")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                    "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", str(days),
+                    "-subj", "/CN=%s" % name, "-addext", san],
+                   stdin=subprocess.DEVNULL, capture_output=True, check=True, timeout=30)
+    return cert, key
 
 
 # --------------------------------------------------------------------------
