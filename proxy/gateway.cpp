@@ -90,10 +90,13 @@ std::string Gateway::load(bool initial) {
   } else {
     log_.set_format(r.policy->log.format);
   }
-  backend_addr_ = backend;
-  server_tls_ = std::move(server_tls);
-  backend_tls_ = std::move(backend_tls);
-  policy_ = std::move(r.policy);
+  auto cfg = std::make_shared<RuntimeConfig>();
+  cfg->policy = std::move(r.policy);
+  cfg->server_tls = std::move(server_tls);
+  cfg->backend_tls = std::move(backend_tls);
+  cfg->backend_addr = backend;
+  policy_ = cfg->policy;
+  config_ = std::move(cfg);
   return {};
 }
 
@@ -156,7 +159,7 @@ void Gateway::on_connection(uv_stream_t* server, int status) {
   Gateway* gw = lr->gw;
   if (status < 0 || gw->draining_) return;
   gw->metrics_.connections++;
-  auto* s = new Session(*gw, *lr, gw->policy_, gw->serial_);
+  auto* s = new Session(*gw, *lr, gw->config_);
   gw->sessions_.push_back(s);
   s->start(server);
 }

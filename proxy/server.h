@@ -23,6 +23,16 @@ namespace smtpgate {
 class Gateway;
 class Session;
 
+// What one policy load produced. Sessions keep the snapshot they started with, so a reload
+// (new certificates, another backend) never changes a session in flight.
+struct RuntimeConfig {
+  PolicySnapshot policy;
+  std::shared_ptr<const TlsContext> server_tls;   // null when no tls section
+  std::shared_ptr<const TlsContext> backend_tls;  // null when backend.tls is none
+  sockaddr_storage backend_addr{};
+};
+using ConfigSnapshot = std::shared_ptr<const RuntimeConfig>;
+
 // One listening socket and the listener it serves.
 struct ListenerRuntime {
   Gateway* gw = nullptr;
@@ -53,11 +63,7 @@ class Gateway {
   uv_loop_t* loop() { return &loop_; }
   Logger& log() { return log_; }
   Metrics& metrics() { return metrics_; }
-  const sockaddr_storage& backend_address() const { return backend_addr_; }
-  // TLS contexts of the current policy (null when not configured). Sessions keep the one
-  // they started with, so a reload with new certificates leaves them undisturbed.
-  std::shared_ptr<const TlsContext> server_tls() const { return server_tls_; }
-  std::shared_ptr<const TlsContext> backend_tls() const { return backend_tls_; }
+  const ConfigSnapshot& config() const { return config_; }
   std::string next_session_id();
 
   // Connection caps (max_total, max_per_ip, rate_per_ip): a refusal, or nullopt when the
@@ -92,9 +98,8 @@ class Gateway {
   RunOptions options_;
   uv_loop_t loop_{};
   Logger log_;
-  PolicySnapshot policy_;
-  std::shared_ptr<const TlsContext> server_tls_, backend_tls_;
-  sockaddr_storage backend_addr_{};
+  ConfigSnapshot config_;
+  PolicySnapshot policy_;  // == config_->policy
   std::list<ListenerRuntime> listeners_;  // stable addresses: handles point into them
   std::list<Session*> sessions_;
   std::vector<Session*> retired_;

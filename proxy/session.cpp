@@ -102,18 +102,17 @@ std::string first_line(std::string_view raw) {
 
 }  // namespace
 
-Session::Session(Gateway& gw, ListenerRuntime& lr, PolicySnapshot policy, uint64_t serial)
+Session::Session(Gateway& gw, ListenerRuntime& lr, std::shared_ptr<const RuntimeConfig> config)
     : gw_(gw),
       lr_(lr),
-      policy_(std::move(policy)),
+      config_(std::move(config)),
+      policy_(config_->policy),
       listener_(lr.config),
       backend_(gw.loop(), this),
       id_(gw.next_session_id()),
       started_(std::chrono::steady_clock::now()) {
-  (void)serial;
   facts_.listener = &listener_;
   facts_.cls = engine::initial_class(listener_);
-  if (listener_.tls != TlsMode::None) tls_ctx_ = gw.server_tls();
 }
 
 Session::~Session() = default;
@@ -155,7 +154,7 @@ void Session::start(uv_stream_t* server) {
   arm_command_timer();
   if (listener_.tls == TlsMode::Implicit) {
     // RFC 8314: the greeting comes only after the handshake.
-    client_->start_tls(tls_ctx_);
+    client_->start_tls(config_->server_tls);
   } else {
     greet();
   }
@@ -390,7 +389,7 @@ void Session::cmd_helo(const smtp::Command& cmd, bool esmtp) {
   std::string r = "250-" + p.hostname + "\r\n250-PIPELINING\r\n250-SIZE " +
                   std::to_string(p.message.max_bytes) +
                   "\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n";
-  if (listener_.tls == TlsMode::StartTls && tls_ctx_ && !facts_.tls) r += "250-STARTTLS\r\n";
+  if (listener_.tls == TlsMode::StartTls && config_->server_tls && !facts_.tls) r += "250-STARTTLS\r\n";
   bool auth_possible = listener_.cls != ListenerClass::Mx && !facts_.authenticated;
   bool tls_ok = facts_.tls || !p.submission.require_tls;
   if (auth_possible && tls_ok) r += "250-AUTH PLAIN LOGIN\r\n";
@@ -416,7 +415,7 @@ bool Session::ensure_backend() {
   info.local = local_;
   info.helo = helo_;
   info.esmtp = esmtp_;
-  backend_.connect(*policy_, gw_.backend_address(), info, gw_.backend_tls());
+  backend_.connect(*policy_, config_->backend_addr, info, config_->backend_tls);
   return !finished_ && !backend_.idle();
 }
 
@@ -526,7 +525,7 @@ void Session::cmd_quit() {
 }
 
 void Session::cmd_starttls() {
-  if (listener_.tls != TlsMode::StartTls || !tls_ctx_) {
+  if (listener_.tls != TlsMode::StartTls || !config_->server_tls) {
     reply(kTlsUnavailable);
     error_budget_spent();
     return;
@@ -552,7 +551,7 @@ void Session::cmd_starttls() {
   helo_.clear();
   esmtp_ = false;
   reset_transaction();
-  client_->start_tls(tls_ctx_);
+  client_->start_tls(config_->server_tls);
 }
 
 // ---------------------------------------------------------------- AUTH

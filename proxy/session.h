@@ -23,6 +23,7 @@ namespace smtpgate {
 
 class Gateway;
 struct ListenerRuntime;
+struct RuntimeConfig;
 
 class Session final : public Connection::Handler,
                       public Timer::Handler,
@@ -35,7 +36,7 @@ class Session final : public Connection::Handler,
   static constexpr int kMaxErrors = 20;
   static constexpr size_t kMaxBackendQueue = 256 * 1024;
 
-  Session(Gateway& gw, ListenerRuntime& listener, PolicySnapshot policy, uint64_t serial);
+  Session(Gateway& gw, ListenerRuntime& listener, std::shared_ptr<const RuntimeConfig> config);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -139,6 +140,7 @@ class Session final : public Connection::Handler,
 
   Gateway& gw_;
   ListenerRuntime& lr_;
+  std::shared_ptr<const RuntimeConfig> config_;  // the load this session started with
   PolicySnapshot policy_;
   const Listener& listener_;
   Connection* client_ = nullptr;
@@ -167,7 +169,6 @@ class Session final : public Connection::Handler,
   smtp::Verb deferred_ = smtp::Verb::Unknown;
   bool has_deferred_ = false;
   bool discard_input_ = false;  // STARTTLS: plaintext after the command is never executed
-  std::shared_ptr<const TlsContext> tls_ctx_;  // the server context this session started with
   std::string tls_version_, tls_cipher_;
   std::vector<Slot> slots_;
   size_t slot_head_ = 0;
