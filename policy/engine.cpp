@@ -275,9 +275,11 @@ Decision rcpt(const Policy& p, const SessionFacts& s, const MailPath& /*sender*/
                   "recipient domain " + recipient.domain + " is not a local domain",
                   replies::relay_denied());
   }
-  if (recipient.local.find_first_of("%!") != std::string::npos)
+  // '%' and '!' route onward (the percent hack, UUCP paths); a quoted '@' does the same on
+  // servers that re-parse the local part.
+  if (recipient.local.find_first_of("%!@") != std::string::npos)
     return refuse(Stage::Rcpt, "mx.relay", Verdict::Reject, p.mx_mode(),
-                  "'%' or '!' in the local part of " + who + " (percent hack)",
+                  "'%', '!' or '@' in the local part of " + who + " (percent hack)",
                   replies::relay_denied());
   if (c.recipients_in_message >= p.mx.max_recipients)
     return refuse(Stage::Rcpt, "limits.recipients", Verdict::Tempfail, p.mx_mode(),

@@ -250,6 +250,7 @@ void BackendClient::handle_reply(const smtp::BackendReply& r) {
   }
   Tag tag = pending_.front();
   pending_.pop_front();
+  last_reply_seconds_ = static_cast<double>(uv_hrtime() - waiting_since_ns_) / 1e9;
   if (tag == Tag::Auth) {
     auth_step_ = AuthStep::None;
     wipe(auth_user_);

@@ -72,6 +72,8 @@ class BackendClient final : public Connection::Handler, public Timer::Handler {
   }
   size_t queued_bytes() const { return conn_ ? conn_->queued_bytes() : 0; }
   size_t pending_replies() const { return pending_.size(); }
+  // How long the reply just delivered took, from its command (or the previous reply).
+  double last_reply_seconds() const { return last_reply_seconds_; }
 
   // Closes at once: a message in DATA is never completed (no final dot), so not delivered.
   void abort();
@@ -123,6 +125,8 @@ class BackendClient final : public Connection::Handler, public Timer::Handler {
   // reply outstanding.
   Fifo<std::pair<Tag, std::string>> held_;
   AuthStep auth_step_ = AuthStep::None;
+  uint64_t waiting_since_ns_ = 0;
+  double last_reply_seconds_ = 0;
   std::string auth_user_, auth_pass_;  // only while an AUTH exchange runs; wiped after
   ClientInfo client_;
   ClientIpMode client_ip_ = ClientIpMode::None;

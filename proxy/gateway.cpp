@@ -97,6 +97,7 @@ std::string Gateway::load(bool initial) {
   cfg->backend_addr = backend;
   policy_ = cfg->policy;
   config_ = std::move(cfg);
+  connection_rate_.set_rate(policy_->connections.rate_per_ip.value_or(Rate{}));
   return {};
 }
 
@@ -131,6 +132,22 @@ int Gateway::run() {
     return 1;
   }
   load_bans();
+  if (!policy_->admin.host.empty()) {
+    admin_ = std::make_unique<AdminServer>(&loop_, *this);
+    if (auto err = admin_->listen(policy_->admin.host, policy_->admin.port); !err.empty()) {
+      std::cerr << "admin: " << err << "\n";
+      return 1;
+    }
+  }
+  uv_timer_init(&loop_, &housekeeping_);
+  housekeeping_.data = this;
+  uv_timer_start(
+      &housekeeping_,
+      [](uv_timer_t* t) {
+        auto* gw = static_cast<Gateway*>(t->data);
+        if (gw->bans_.expire(unix_now(), gw->policy_->brute_force)) gw->save_bans();
+      },
+      60000, 60000);
   uv_check_init(&loop_, &reaper_);
   reaper_.data = this;
   uv_check_start(&reaper_, on_check);
@@ -158,7 +175,6 @@ void Gateway::on_connection(uv_stream_t* server, int status) {
   auto* lr = static_cast<ListenerRuntime*>(server->data);
   Gateway* gw = lr->gw;
   if (status < 0 || gw->draining_) return;
-  gw->metrics_.connections++;
   auto* s = new Session(*gw, *lr, gw->config_);
   gw->sessions_.push_back(s);
   s->start(server);
@@ -189,16 +205,18 @@ void Gateway::on_signal(uv_signal_t* h, int signum) {
   }
 }
 
-void Gateway::reload() {
-  PolicySnapshot old = policy_;
+std::string Gateway::reload() {
   std::string err = load(false);
   if (!err.empty()) {
+    metrics_.policy_reload("failed");
     log_.write("policy_reload",
                {{"result", "rejected"}, {"path", options_.policy_path}, {"errors", err}});
-    return;
+    return err;
   }
+  metrics_.policy_reload("ok");
   // Listeners are fixed for the process; new listen addresses need a restart.
   log_.write("policy_reload", {{"result", "loaded"}, {"path", options_.policy_path}});
+  return {};
 }
 
 void Gateway::drain() {
@@ -240,6 +258,8 @@ void Gateway::close_all() {
     auto* handle = reinterpret_cast<uv_handle_t*>(h);
     if (handle->loop && !uv_is_closing(handle)) uv_close(handle, nullptr);
   };
+  if (admin_) admin_->close();
+  close(&housekeeping_);
   close(&reaper_);
   close(&sighup_);
   close(&sigterm_);
@@ -269,6 +289,12 @@ std::optional<Decision> Gateway::admit(Session& s) {
   if (admitted_ >= lim.max_total)
     return refuse(std::to_string(admitted_) + " sessions open; connections.max_total is " +
                   std::to_string(lim.max_total));
+  if (connection_rate_.enabled() && !connection_rate_.allow(s.client_ip(), now_ms())) {
+    Decision d =
+        refuse("connection rate of " + s.client_ip().to_string() + " over connections.rate_per_ip");
+    d.reply = replies::connection_rate();
+    return d;
+  }
   uint32_t& n = per_ip_[s.client_ip()];
   if (n >= lim.max_per_ip) {
     return refuse(std::to_string(n) + " sessions open from " + s.client_ip().to_string() +
@@ -300,6 +326,7 @@ uint32_t Gateway::record_auth_failure(const IpAddress& ip) {
 
 void Gateway::ban(const IpAddress& ip, const std::string& reason, const std::string& session) {
   BanEntry e = bans_.ban(ip, unix_now(), policy_->brute_force, reason);
+  metrics_.ban_issued();
   log_.write("ban", {{"session", session},
                      {"ip", ip.to_string()},
                      {"action", "ban"},
@@ -332,6 +359,52 @@ void Gateway::save_bans() {
   if (path.empty()) return;
   std::string err = write_ban_state(path, bans_);
   if (!err.empty()) log_.write("error", {{"component", "bans"}, {"reason", err}});
+}
+
+// ---------------------------------------------------------------- admin endpoint
+
+AdminResponse Gateway::handle(std::string_view method, std::string_view path) {
+  const std::string json = "application/json";
+  if (path == "/healthz") {
+    if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
+    if (draining_) return {503, "text/plain", "draining\n"};
+    return {200, "text/plain", "ok\n"};
+  }
+  if (path == "/metrics") {
+    if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
+    metrics_.set_bans_active(bans_.active(unix_now()).size());
+    return {200, "text/plain; version=0.0.4", metrics_.render_prometheus()};
+  }
+  if (path == "/reload") {
+    if (method != "POST") return {405, "text/plain", "POST only\n", "POST"};
+    std::string err = reload();
+    if (!err.empty())
+      return {400, json, nlohmann::json{{"result", "rejected"}, {"errors", err}}.dump() + "\n"};
+    return {200, json, nlohmann::json{{"result", "loaded"}}.dump() + "\n"};
+  }
+  if (path == "/bans") {
+    if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
+    UnixSeconds now = unix_now();
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& e : bans_.active(now))
+      list.push_back({{"ip", e.ip.to_string()},
+                      {"since", e.since},
+                      {"until", e.until},
+                      {"remaining_s", e.until - now},
+                      {"offense", e.offense},
+                      {"reason", e.reason}});
+    return {200, json, nlohmann::json{{"bans", list}}.dump(1) + "\n"};
+  }
+  if (path.starts_with("/bans/")) {
+    if (method != "DELETE") return {405, "text/plain", "DELETE only\n", "DELETE"};
+    auto ip = IpAddress::parse(path.substr(6));
+    if (!ip) return {400, json, "{\"error\": \"not an IP address\"}\n"};
+    if (!bans_.unban(*ip)) return {404, json, "{\"error\": \"not banned\"}\n"};
+    save_bans();
+    log_.write("ban", {{"ip", ip->to_string()}, {"action", "unban"}, {"reason", "admin"}});
+    return {200, json, nlohmann::json{{"unbanned", ip->to_string()}}.dump() + "\n"};
+  }
+  return {404, "text/plain", "not found\n"};
 }
 
 int run_gateway(const RunOptions& options) {

@@ -14,8 +14,11 @@
 #include "policy/ban_list.h"
 #include "policy/decision.h"
 #include "policy/policy.h"
+#include "policy/rate_limiter.h"
+#include "proxy/admin_http.h"
 #include "proxy/gateway.h"
 #include "proxy/log.h"
+#include "proxy/metrics.h"
 #include "proxy/tls_channel.h"
 
 namespace smtpgate {
@@ -41,17 +44,7 @@ struct ListenerRuntime {
   bool open = false;
 };
 
-// Counters exported by the admin endpoint.
-struct Metrics {
-  uint64_t connections = 0;
-  uint64_t messages = 0;
-  uint64_t message_bytes = 0;
-  uint64_t backend_errors = 0;
-  uint64_t auth_ok = 0;
-  uint64_t auth_failed = 0;
-};
-
-class Gateway {
+class Gateway final : public AdminServer::Handler {
  public:
   explicit Gateway(RunOptions options);
   ~Gateway();
@@ -62,7 +55,13 @@ class Gateway {
 
   uv_loop_t* loop() { return &loop_; }
   Logger& log() { return log_; }
-  Metrics& metrics() { return metrics_; }
+  MetricsRegistry& metrics() { return metrics_; }
+  // Per-login sending counters (submission.limits), in loop milliseconds.
+  SendingLimiter& sending() { return sending_; }
+  int64_t now_ms() { return static_cast<int64_t>(uv_now(&loop_)); }
+
+  // The admin endpoint.
+  AdminResponse handle(std::string_view method, std::string_view path) override;
   const ConfigSnapshot& config() const { return config_; }
   std::string next_session_id();
 
@@ -89,7 +88,7 @@ class Gateway {
 
   std::string load(bool initial);
   std::string open_listeners();
-  void reload();
+  std::string reload();  // "" or the errors
   void drain();
   void close_all();
   void load_bans();
@@ -99,14 +98,18 @@ class Gateway {
   uv_loop_t loop_{};
   Logger log_;
   ConfigSnapshot config_;
-  PolicySnapshot policy_;  // == config_->policy
+  PolicySnapshot policy_;                 // == config_->policy
   std::list<ListenerRuntime> listeners_;  // stable addresses: handles point into them
   std::list<Session*> sessions_;
   std::vector<Session*> retired_;
   uv_check_t reaper_{};
   uv_signal_t sighup_{}, sigterm_{}, sigint_{};
   uv_timer_t drain_timer_{};
-  Metrics metrics_;
+  MetricsRegistry metrics_;
+  SendingLimiter sending_;
+  ConnectionRateLimiter connection_rate_;
+  std::unique_ptr<AdminServer> admin_;
+  uv_timer_t housekeeping_{};  // expires bans
   BanList bans_;
   std::map<IpAddress, uint32_t> per_ip_;  // admitted sessions by client address
   uint32_t admitted_ = 0;

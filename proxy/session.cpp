@@ -136,17 +136,23 @@ void Session::start(uv_stream_t* server) {
   facts_.banned = gw_.banned(facts_.client);
   update_log_prefix();
   LogLine(gw_.log(), "session_open", log_prefix_).write();
+  gw_.metrics().connection_opened(listener_.name);
+  counted_ = true;
 
   const Policy& p = *policy_;
   // Connection caps protect the gateway itself: always enforced, checked before policy.
   if (auto refusal = gw_.admit(*this)) {
+    gw_.metrics().connection_refused(refusal->reason.find("rate") != std::string::npos
+                                         ? RefusedReason::Rate
+                                         : RefusedReason::Limit);
     log_decision(*refusal);
     reply(refusal->reply);
     close_after_flush("refused");
     flush();
     return;
   }
-  if (apply(engine::connect(p, facts_))) {
+  if (Decision d = engine::connect(p, facts_); apply(d)) {
+    gw_.metrics().connection_refused(d.rule == "ban" ? RefusedReason::Ban : RefusedReason::Access);
     close_after_flush("refused");
     flush();
     return;
@@ -194,6 +200,7 @@ void Session::update_log_prefix() {
 }
 
 void Session::log_decision(const Decision& d) {
+  gw_.metrics().decision(to_string(d.stage), d.rule, to_string(d.verdict), d.enforced);
   LogLine(gw_.log(), "decision", log_prefix_)
       .str("stage", to_string(d.stage))
       .str("rule", d.rule)
@@ -389,7 +396,8 @@ void Session::cmd_helo(const smtp::Command& cmd, bool esmtp) {
   std::string r = "250-" + p.hostname + "\r\n250-PIPELINING\r\n250-SIZE " +
                   std::to_string(p.message.max_bytes) +
                   "\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n";
-  if (listener_.tls == TlsMode::StartTls && config_->server_tls && !facts_.tls) r += "250-STARTTLS\r\n";
+  if (listener_.tls == TlsMode::StartTls && config_->server_tls && !facts_.tls)
+    r += "250-STARTTLS\r\n";
   bool auth_possible = listener_.cls != ListenerClass::Mx && !facts_.authenticated;
   bool tls_ok = facts_.tls || !p.submission.require_tls;
   if (auth_possible && tls_ok) r += "250-AUTH PLAIN LOGIN\r\n";
@@ -441,7 +449,10 @@ void Session::cmd_mail(const smtp::Command& cmd, std::string_view line) {
     facts_.cls = c;
     update_log_prefix();
   }
-  Counters c;  // per-login sending counters arrive with the rate limiter
+  Counters c;
+  if (facts_.authenticated)
+    c.messages_last_hour =
+        static_cast<uint32_t>(gw_.sending().messages_last_hour(facts_.login, gw_.now_ms()));
   if (apply(engine::mail(p, facts_, *sender, cmd.size.value_or(0), c))) return;
   if (!ensure_backend()) {
     if (!finished_) {
@@ -474,6 +485,10 @@ void Session::cmd_rcpt(const smtp::Command& cmd, std::string_view line) {
   }
   Counters c;
   c.recipients_in_message = txn_.rcpt_forwarded;
+  if (facts_.authenticated)
+    c.recipients_last_hour =
+        txn_.rcpt_forwarded +
+        static_cast<uint32_t>(gw_.sending().recipients_last_hour(facts_.login, gw_.now_ms()));
   if (apply(engine::rcpt(*policy_, facts_, txn_.sender, *rcpt, c))) return;
   if (txn_.rcpt_forwarded == 0) txn_.first_rcpt = rcpt->address();
   ++txn_.rcpt_forwarded;
@@ -693,7 +708,7 @@ void Session::auth_failed_locally(std::string_view text, bool counts) {
       .str("result", "refused")
       .str("reply", first_line(text))
       .write();
-  gw_.metrics().auth_failed++;
+  gw_.metrics().auth(AuthResult::Refused);
   reply(text);
   if (counts) count_auth_failure();
 }
@@ -807,6 +822,7 @@ size_t Session::add_backend_slot(Tag tag) {
 }
 
 void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
+  gw_.metrics().observe_backend_reply(backend_.last_reply_seconds());
   switch (tag) {
     case Tag::Rset:
       return;  // the client already had its own reply
@@ -842,8 +858,11 @@ void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
           .write();
       if (r.code >= 200 && r.code < 300) {
         ++messages_;
-        gw_.metrics().messages++;
-        gw_.metrics().message_bytes += last_size_;
+        gw_.metrics().message_delivered(last_size_);
+        if (facts_.authenticated)
+          gw_.sending().record_message(facts_.login, last_rcpts_, gw_.now_ms());
+      } else {
+        gw_.metrics().message_rejected();
       }
       fill_slot(r.raw);
       if (draining_) {
@@ -870,10 +889,10 @@ void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
           .str("reply", first_line(r.raw))
           .write();
       if (ok) {
-        gw_.metrics().auth_ok++;
+        gw_.metrics().auth(AuthResult::Ok);
         fill_slot(kAuthOk);
       } else {
-        gw_.metrics().auth_failed++;
+        gw_.metrics().auth(r.transient() ? AuthResult::Tempfail : AuthResult::Failed);
         fill_slot(r.raw);
         if (r.permanent()) count_auth_failure();
       }
@@ -898,7 +917,7 @@ void Session::fill_slot(std::string_view text) {
 }
 
 void Session::on_backend_failed(const std::string& why, bool protocol_error) {
-  gw_.metrics().backend_errors++;
+  gw_.metrics().backend_error(protocol_error ? "protocol" : "unavailable");
   LogLine(gw_.log(), "error", log_prefix_).str("component", "backend").str("reason", why).write();
   if (facts_.authenticated) backend_auth_lost_ = true;
   if (phase_ == Phase::Data) {
@@ -1029,6 +1048,10 @@ void Session::finish(std::string_view state) {
   if (finished_) return;
   finished_ = true;
   gw_.release(*this);
+  if (counted_) {
+    gw_.metrics().connection_closed();
+    gw_.metrics().session(listener_.name, class_name(facts_.cls));
+  }
   if (phase_ == Phase::Data || txn_.active) {
     backend_.abort();  // never complete a message the client did not finish
   } else {

@@ -307,6 +307,7 @@ TEST_CASE("rcpt: mx.relay local domains, wildcards, source routes, percent hack"
   CHECK(engine::rcpt(*p, s, from, path("@relay.test:user@example.com"), {}).allowed());
   CHECK(engine::rcpt(*p, s, from, path("victim%gmail.example@example.com"), {}).blocks());
   CHECK(engine::rcpt(*p, s, from, path("gmail.example!victim@example.com"), {}).blocks());
+  CHECK(engine::rcpt(*p, s, from, path("\"victim@gmail.example\"@example.com"), {}).blocks());
   MailPath no_domain;
   no_domain.local = "someone";
   CHECK(engine::rcpt(*p, s, from, no_domain, {}).blocks());
