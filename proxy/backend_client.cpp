@@ -144,6 +144,7 @@ bool BackendClient::authenticate(std::string_view login, std::string_view passwo
 
 void BackendClient::arm_reply_timer() {
   timer_->start(reply_timeout_);
+  waiting_since_ns_ = uv_hrtime();
 }
 
 void BackendClient::on_data(Connection&, std::string_view data) {

@@ -104,6 +104,9 @@ int main(int argc, char** argv) {
   bans->add_option("-c,--config", policy_path, "policy file naming admin.listen");
   auto* bans_list = bans->add_subcommand("list", "list active bans");
   auto* bans_unban = bans->add_subcommand("unban", "lift the ban of an IP");
+  // `bans list --admin X`: options of `bans` may follow its subcommand.
+  bans_list->fallthrough();
+  bans_unban->fallthrough();
   std::string unban_ip;
   bans_unban->add_option("ip", unban_ip, "IP address")->required();
 
