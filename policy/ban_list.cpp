@@ -5,8 +5,7 @@
 
 namespace smtpgate {
 
-uint32_t BanList::record_failure(const IpAddress& ip, UnixSeconds now,
-                                 const BruteForcePolicy& bf) {
+uint32_t BanList::record_failure(const IpAddress& ip, UnixSeconds now, const BruteForcePolicy& bf) {
   std::string key = ip.to_string();
   auto& q = failures_[key];
   UnixSeconds horizon = now - bf.window.count();
@@ -14,18 +13,26 @@ uint32_t BanList::record_failure(const IpAddress& ip, UnixSeconds now,
   q.push_back(now);
   // Only the last max_failures timestamps can matter for the window.
   while (q.size() > bf.max_failures) q.pop_front();
+  // Taken now: the eviction below may drop this very entry and invalidate `q`.
+  auto count = static_cast<uint32_t>(q.size());
   failure_order_.emplace_back(now, key);
   while (failures_.size() > kMaxTrackedIps && !failure_order_.empty()) {
     auto [t, k] = failure_order_.front();
     failure_order_.pop_front();
     auto it = failures_.find(k);
-    if (it != failures_.end() && !it->second.empty() && it->second.back() <= t)
+    if (it != failures_.end() && !it->second.empty() && it->second.back() <= t) failures_.erase(it);
+  }
+  // Keep the order queue from growing without bound when the same IPs fail again and again,
+  // and forget IPs whose last failure has left the window: once their record is gone the
+  // loop above could never evict them, and a table full of them would evict live counts.
+  while (!failure_order_.empty() && failure_order_.front().first <= horizon) {
+    auto [t, k] = std::move(failure_order_.front());
+    failure_order_.pop_front();
+    auto it = failures_.find(k);
+    if (it != failures_.end() && (it->second.empty() || it->second.back() <= t))
       failures_.erase(it);
   }
-  // Keep the order queue from growing without bound when the same IPs fail again and again.
-  while (!failure_order_.empty() && failure_order_.front().first <= horizon)
-    failure_order_.pop_front();
-  return static_cast<uint32_t>(q.size());
+  return count;
 }
 
 BanEntry BanList::ban(const IpAddress& ip, UnixSeconds now, const BruteForcePolicy& bf,
@@ -101,12 +108,16 @@ nlohmann::json BanList::to_json() const {
                     {"reason", e.reason}});
   nlohmann::json history = nlohmann::json::array();
   for (const auto& [ip, h] : history_)
-    history.push_back({{"ip", ip.to_string()}, {"offenses", h.offenses}, {"last_until", h.last_until}});
+    history.push_back(
+        {{"ip", ip.to_string()}, {"offenses", h.offenses}, {"last_until", h.last_until}});
   return {{"version", 1}, {"bans", bans}, {"history", history}};
 }
 
 std::string BanList::from_json(const nlohmann::json& doc) {
-  if (!doc.is_object() || doc.value("version", 0) != 1) return "not a version 1 ban state";
+  // Checked by type first: json::value() throws on a non-numeric "version".
+  auto version = doc.is_object() ? doc.find("version") : doc.end();
+  if (version == doc.end() || !version->is_number_integer() || *version != 1)
+    return "not a version 1 ban state";
   std::map<IpAddress, BanEntry> bans;
   std::map<IpAddress, History> history;
   try {
@@ -125,7 +136,8 @@ std::string BanList::from_json(const nlohmann::json& doc) {
       for (const auto& h : doc.at("history")) {
         auto ip = IpAddress::parse(h.at("ip").get<std::string>());
         if (!ip) return "bad IP address " + h.at("ip").dump();
-        history[*ip] = History{h.at("offenses").get<uint32_t>(), h.at("last_until").get<UnixSeconds>()};
+        history[*ip] =
+            History{h.at("offenses").get<uint32_t>(), h.at("last_until").get<UnixSeconds>()};
       }
     }
   } catch (const nlohmann::json::exception& e) {

@@ -59,7 +59,7 @@ class BanList {
   std::map<IpAddress, BanEntry> bans_;
   std::map<IpAddress, History> history_;
   std::unordered_map<std::string, std::deque<UnixSeconds>> failures_;  // key: ip text
-  std::deque<std::pair<UnixSeconds, std::string>> failure_order_;     // for eviction
+  std::deque<std::pair<UnixSeconds, std::string>> failure_order_;      // for eviction
 };
 
 }  // namespace smtpgate

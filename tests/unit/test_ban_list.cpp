@@ -1,0 +1,302 @@
+#include <catch2/catch.hpp>
+
+#include "policy/ban_list.h"
+
+using smtpgate::BanEntry;
+using smtpgate::BanList;
+using smtpgate::BruteForcePolicy;
+using smtpgate::IpAddress;
+using smtpgate::UnixSeconds;
+
+namespace {
+
+constexpr UnixSeconds kHour = 3600;
+constexpr UnixSeconds kDay = 24 * kHour;
+constexpr UnixSeconds kT0 = 1700000000;  // an arbitrary "now"
+
+IpAddress ip(const char* text) {
+  auto a = IpAddress::parse(text);
+  REQUIRE(a);
+  return *a;
+}
+
+// The documented defaults: 5 failures in 10m, ban 1h, multiplier 4, max 30d.
+BruteForcePolicy defaults() {
+  return BruteForcePolicy{};
+}
+
+nlohmann::json parse(const char* text) {
+  return nlohmann::json::parse(text);
+}
+
+}  // namespace
+
+TEST_CASE("BanList: failures within the window are counted", "[ban_list]") {
+  BanList b;
+  auto bf = defaults();
+  auto a = ip("192.0.2.1");
+  CHECK(b.record_failure(a, kT0, bf) == 1);
+  CHECK(b.record_failure(a, kT0 + 100, bf) == 2);
+  CHECK(b.record_failure(a, kT0 + 200, bf) == 3);
+  // Other addresses have their own counts.
+  CHECK(b.record_failure(ip("192.0.2.2"), kT0 + 200, bf) == 1);
+  CHECK(b.record_failure(ip("2001:db8::1"), kT0 + 200, bf) == 1);
+  CHECK(b.tracked_failures() == 3);
+}
+
+TEST_CASE("BanList: failures older than the window do not count", "[ban_list]") {
+  BanList b;
+  auto bf = defaults();
+  auto a = ip("192.0.2.1");
+  REQUIRE(b.record_failure(a, kT0, bf) == 1);
+  REQUIRE(b.record_failure(a, kT0 + 100, bf) == 2);
+  REQUIRE(b.record_failure(a, kT0 + 200, bf) == 3);
+  // The first failure is exactly one window old at kT0+600: it no longer counts.
+  CHECK(b.record_failure(a, kT0 + 599, bf) == 4);
+  CHECK(b.record_failure(a, kT0 + 600, bf) == 4);
+  // All of them out of the window.
+  CHECK(b.record_failure(a, kT0 + 600 + 600, bf) == 1);
+}
+
+TEST_CASE("BanList: the count reaches max_failures and stays there", "[ban_list]") {
+  BanList b;
+  auto bf = defaults();
+  bf.max_failures = 3;
+  auto a = ip("192.0.2.1");
+  CHECK(b.record_failure(a, kT0, bf) == 1);
+  CHECK(b.record_failure(a, kT0 + 1, bf) == 2);
+  CHECK(b.record_failure(a, kT0 + 2, bf) == 3);  // the caller bans here
+  // Only the last max_failures failures are kept, so the count is capped.
+  CHECK(b.record_failure(a, kT0 + 3, bf) == 3);
+  // The window slides over the kept ones: kT0+1 and kT0+2 have left at kT0+602.
+  CHECK(b.record_failure(a, kT0 + 602, bf) == 2);
+}
+
+TEST_CASE("BanList: a ban resets the failure count", "[ban_list]") {
+  BanList b;
+  auto bf = defaults();
+  auto a = ip("192.0.2.1");
+  for (int i = 0; i < 5; ++i) b.record_failure(a, kT0 + i, bf);
+  BanEntry e = b.ban(a, kT0 + 5, bf, "5 AUTH failures");
+  CHECK(e.ip == a);
+  CHECK(e.since == kT0 + 5);
+  CHECK(e.until == kT0 + 5 + kHour);
+  CHECK(e.offense == 1);
+  CHECK(e.reason == "5 AUTH failures");
+  CHECK(b.tracked_failures() == 0);
+  CHECK(b.record_failure(a, kT0 + 6, bf) == 1);
+}
+
+TEST_CASE("BanList: bans and expiry", "[ban_list]") {
+  BanList b;
+  auto bf = defaults();
+  auto a = ip("192.0.2.1");
+  CHECK_FALSE(b.banned(a, kT0));
+  b.ban(a, kT0, bf, "r");
+  CHECK(b.banned(a, kT0));
+  CHECK(b.banned(a, kT0 + kHour - 1));
+  CHECK_FALSE(b.banned(a, kT0 + kHour));  // `until` is the first free second
+  REQUIRE(b.find(a, kT0 + 10));
+  CHECK(b.find(a, kT0 + 10)->until == kT0 + kHour);
+  CHECK_FALSE(b.find(a, kT0 + kHour));
+  CHECK(b.active(kT0 + 10).size() == 1);
+  CHECK(b.active(kT0 + kHour).empty());
+  CHECK_FALSE(b.banned(ip("192.0.2.2"), kT0));
+
+  CHECK_FALSE(b.expire(kT0 + kHour - 1, bf));
+  CHECK(b.to_json()["bans"].size() == 1);
+  CHECK(b.expire(kT0 + kHour, bf));
+  CHECK(b.to_json()["bans"].empty());
+  CHECK_FALSE(b.expire(kT0 + kHour, bf));
+  // The offense is remembered after the ban itself is gone.
+  CHECK(b.to_json()["history"].size() == 1);
+}
+
+TEST_CASE("BanList: an IPv4-mapped client is the same IPv4 address", "[ban_list]") {
+  BanList b;
+  auto bf = defaults();
+  b.ban(ip("::ffff:192.0.2.1"), kT0, bf, "r");
+  CHECK(b.banned(ip("192.0.2.1"), kT0));
+}
+
+TEST_CASE("BanList: repeat offenders escalate 1h, 4h, 16h ... capped at max_ban", "[ban_list]") {
+  BanList b;
+  auto bf = defaults();
+  auto a = ip("192.0.2.1");
+  const UnixSeconds expected[] = {1 * kHour,   4 * kHour, 16 * kHour, 64 * kHour,
+                                  256 * kHour, 30 * kDay, 30 * kDay};  // 1024h > 30d
+  UnixSeconds now = kT0;
+  uint32_t offense = 0;
+  for (UnixSeconds duration : expected) {
+    BanEntry e = b.ban(a, now, bf, "r");
+    ++offense;
+    INFO("offense " << offense);
+    CHECK(e.offense == offense);
+    CHECK(e.until - e.since == duration);
+    // Offend again one hour after the ban ended, expiring it in between.
+    now = e.until + kHour;
+    b.expire(now, bf);
+    CHECK_FALSE(b.banned(a, now));
+  }
+}
+
+TEST_CASE("BanList: the multiplier and the cap come from the policy", "[ban_list]") {
+  BanList b;
+  auto bf = defaults();
+  bf.ban = smtpgate::Seconds(600);
+  bf.ban_multiplier = 2;
+  bf.max_ban = smtpgate::Seconds(2000);
+  auto a = ip("2001:db8::7");
+  CHECK(b.ban(a, kT0, bf, "r").until == kT0 + 600);
+  CHECK(b.ban(a, kT0 + 600, bf, "r").until == kT0 + 600 + 1200);
+  CHECK(b.ban(a, kT0 + 1800, bf, "r").until == kT0 + 1800 + 2000);
+}
+
+TEST_CASE("BanList: offense history is forgotten max_ban after the last ban ended", "[ban_list]") {
+  auto bf = defaults();
+  const UnixSeconds max_ban = bf.max_ban.count();
+  auto a = ip("192.0.2.1");
+  SECTION("still remembered at exactly max_ban") {
+    BanList b;
+    BanEntry first = b.ban(a, kT0, bf, "r");
+    BanEntry second = b.ban(a, first.until + max_ban, bf, "r");
+    CHECK(second.offense == 2);
+    CHECK(second.until - second.since == 4 * kHour);
+  }
+  SECTION("forgotten one second later") {
+    BanList b;
+    BanEntry first = b.ban(a, kT0, bf, "r");
+    BanEntry second = b.ban(a, first.until + max_ban + 1, bf, "r");
+    CHECK(second.offense == 1);
+    CHECK(second.until - second.since == kHour);
+  }
+  SECTION("expire() drops the history at the same moment") {
+    BanList b;
+    BanEntry first = b.ban(a, kT0, bf, "r");
+    b.expire(first.until + max_ban, bf);
+    CHECK(b.to_json()["history"].size() == 1);
+    b.expire(first.until + max_ban + 1, bf);
+    CHECK(b.to_json()["history"].empty());
+    CHECK(b.ban(a, first.until + max_ban + 2, bf, "r").offense == 1);
+  }
+}
+
+TEST_CASE("BanList: unban", "[ban_list]") {
+  BanList b;
+  auto bf = defaults();
+  auto a = ip("192.0.2.1");
+  CHECK_FALSE(b.unban(a));
+  b.ban(a, kT0, bf, "r");
+  b.record_failure(a, kT0 + 1, bf);  // a session still in flight
+  CHECK(b.unban(a));
+  CHECK_FALSE(b.banned(a, kT0 + 2));
+  CHECK(b.active(kT0 + 2).empty());
+  CHECK(b.tracked_failures() == 0);
+  CHECK_FALSE(b.unban(a));
+  // Unbanning keeps the offense history: the next ban escalates.
+  CHECK(b.ban(a, kT0 + 10, bf, "r").offense == 2);
+}
+
+TEST_CASE("BanList: idle failure records are dropped once out of the window", "[ban_list]") {
+  BanList b;
+  auto bf = defaults();
+  b.record_failure(ip("192.0.2.1"), kT0, bf);
+  b.record_failure(ip("192.0.2.2"), kT0, bf);
+  b.record_failure(ip("192.0.2.3"), kT0 + 300, bf);
+  CHECK(b.tracked_failures() == 3);
+  b.record_failure(ip("192.0.2.4"), kT0 + 600, bf);
+  CHECK(b.tracked_failures() == 2);
+  // Failing again keeps an address: only its last failure decides.
+  b.record_failure(ip("192.0.2.3"), kT0 + 800, bf);
+  b.record_failure(ip("192.0.2.5"), kT0 + 900, bf);
+  CHECK(b.tracked_failures() == 3);
+  CHECK(b.record_failure(ip("192.0.2.3"), kT0 + 1000, bf) == 2);
+}
+
+TEST_CASE("BanList: failure tracking is bounded and keeps live counts after a flood",
+          "[ban_list][slow]") {
+  BanList b;
+  auto bf = defaults();
+  // A flood of distinct addresses (an IPv6 /64 makes this cheap) fills the table.
+  for (uint32_t i = 0; i < BanList::kMaxTrackedIps + 10; ++i) {
+    b.record_failure(IpAddress::v4(0x0A000000u + i), kT0, bf);
+  }
+  CHECK(b.tracked_failures() <= BanList::kMaxTrackedIps);
+  // Once the flood has left the window a guesser interleaved with other clients is
+  // still counted (the flood's records must not crowd out live ones).
+  auto guesser = ip("198.51.100.7");
+  CHECK(b.record_failure(guesser, kT0 + 601, bf) == 1);
+  CHECK(b.tracked_failures() == 1);
+  CHECK(b.record_failure(ip("198.51.100.8"), kT0 + 602, bf) == 1);
+  CHECK(b.record_failure(ip("198.51.100.9"), kT0 + 603, bf) == 1);
+  CHECK(b.record_failure(guesser, kT0 + 604, bf) == 2);
+}
+
+TEST_CASE("BanList: to_json and from_json round trip", "[ban_list]") {
+  BanList b;
+  auto bf = defaults();
+  auto a = ip("192.0.2.1");
+  auto c = ip("2001:db8::1");
+  b.ban(a, kT0, bf, "5 AUTH failures");
+  b.ban(c, kT0 + 10, bf, "AUTH on mx");
+  b.expire(kT0 + kHour + 5, bf);  // a's ban has ended; its offense stays in the history
+  b.ban(c, kT0 + kHour + 20, bf, "again");
+
+  auto doc = b.to_json();
+  CHECK(doc["version"] == 1);
+  BanList loaded;
+  REQUIRE(loaded.from_json(nlohmann::json::parse(doc.dump())) == "");
+  CHECK(loaded.to_json() == doc);
+  auto e = loaded.find(c, kT0 + kHour + 30);
+  REQUIRE(e);
+  CHECK(e->reason == "again");
+  CHECK(e->offense == 2);
+  CHECK(e->since == kT0 + kHour + 20);
+  CHECK(e->until == kT0 + kHour + 20 + 4 * kHour);
+  CHECK_FALSE(loaded.banned(a, kT0 + kHour + 30));
+  // Escalation survives the restart.
+  CHECK(loaded.ban(a, kT0 + 2 * kHour, bf, "r").offense == 2);
+}
+
+TEST_CASE("BanList: an old document without history loads", "[ban_list]") {
+  BanList b;
+  REQUIRE(b.from_json(parse(R"({"version": 1, "bans": [
+      {"ip": "192.0.2.1", "since": 100, "until": 200, "offense": 1}]})")) == "");
+  REQUIRE(b.find(ip("192.0.2.1"), 150));
+  CHECK(b.find(ip("192.0.2.1"), 150)->reason == "");
+}
+
+TEST_CASE("BanList: corrupt documents are rejected and nothing is loaded", "[ban_list]") {
+  const char* bad[] = {
+      R"([])",
+      R"("bans")",
+      R"({})",
+      R"({"version": 2, "bans": []})",
+      R"({"version": "1", "bans": []})",
+      R"({"version": 1.5, "bans": []})",
+      R"({"version": 1})",
+      R"({"version": 1, "bans": [{"ip": "192.0.2.300", "since": 1, "until": 2, "offense": 1}]})",
+      R"({"version": 1, "bans": [{"ip": 17, "since": 1, "until": 2, "offense": 1}]})",
+      R"({"version": 1, "bans": [{"since": 1, "until": 2, "offense": 1}]})",
+      R"({"version": 1, "bans": [{"ip": "192.0.2.1", "since": "x", "until": 2, "offense": 1}]})",
+      R"({"version": 1, "bans": [{"ip": "192.0.2.1", "since": 1, "until": 2}]})",
+      R"({"version": 1, "bans": [{"ip": "192.0.2.1", "since": 1, "until": 2, "offense": 1,
+          "reason": 5}]})",
+      R"({"version": 1, "bans": [], "history": [{"ip": "::1", "offenses": 1}]})",
+      R"({"version": 1, "bans": [], "history": [{"ip": "nope", "offenses": 1, "last_until": 2}]})",
+      R"({"version": 1, "bans": [7]})",
+  };
+  for (const char* text : bad) {
+    INFO(text);
+    BanList b;
+    auto bf = defaults();
+    auto kept = ip("198.51.100.1");
+    b.ban(kept, kT0, bf, "kept");
+    std::string err;
+    REQUIRE_NOTHROW(err = b.from_json(parse(text)));
+    CHECK_FALSE(err.empty());
+    // The earlier state is untouched.
+    CHECK(b.banned(kept, kT0 + 1));
+    CHECK(b.active(kT0 + 1).size() == 1);
+  }
+}
