@@ -9,4 +9,16 @@ const Listener* Policy::find_listener(std::string_view name) const {
   return nullptr;
 }
 
+std::string_view to_string(ListenerClass c) {
+  switch (c) {
+    case ListenerClass::Mx:
+      return "mx";
+    case ListenerClass::Submission:
+      return "submission";
+    case ListenerClass::Auto:
+      return "auto";
+  }
+  return "?";
+}
+
 }  // namespace smtpgate

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "policy/address_set.h"
@@ -16,6 +17,7 @@ namespace smtpgate {
 
 enum class Mode : uint8_t { Enforce, DryRun };
 enum class ListenerClass : uint8_t { Mx, Submission, Auto };
+std::string_view to_string(ListenerClass c);  // "mx", "submission", "auto"
 enum class TlsMode : uint8_t { None, StartTls, Implicit };
 
 struct Listener {

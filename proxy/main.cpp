@@ -27,18 +27,6 @@ void print_errors(const LoadResult& r) {
   std::cerr << r.errors.size() << (r.errors.size() == 1 ? " error" : " errors") << "\n";
 }
 
-std::string_view class_name(ListenerClass c) {
-  switch (c) {
-    case ListenerClass::Mx:
-      return "mx";
-    case ListenerClass::Submission:
-      return "submission";
-    case ListenerClass::Auto:
-      return "auto";
-  }
-  return "?";
-}
-
 int cmd_check(const std::string& path) {
   LoadResult r = load_for_cli(path);
   if (!r.ok()) {
@@ -49,7 +37,7 @@ int cmd_check(const std::string& path) {
   std::string listeners;
   for (const auto& l : p.listeners) {
     if (!listeners.empty()) listeners += ", ";
-    listeners += l.name + " (" + std::string(class_name(l.cls)) + ")";
+    listeners += l.name + " (" + std::string(to_string(l.cls)) + ")";
   }
   std::cout << path << ": OK: " << p.listeners.size() << " listener"
             << (p.listeners.size() == 1 ? "" : "s") << " [" << listeners << "], backend "

@@ -63,18 +63,6 @@ Endpoint endpoint_of(const sockaddr_storage& ss) {
   return e;
 }
 
-std::string_view class_name(ListenerClass c) {
-  switch (c) {
-    case ListenerClass::Mx:
-      return "mx";
-    case ListenerClass::Submission:
-      return "submission";
-    case ListenerClass::Auto:
-      return "auto";
-  }
-  return "?";
-}
-
 // Client-supplied text going into a header: printable ASCII only.
 std::string header_safe(std::string_view s) {
   std::string out;
@@ -196,7 +184,7 @@ void Session::update_log_prefix() {
   log_prefix_ = gw_.log().render_fields({{"session", id_},
                                          {"client", client_text_},
                                          {"listener", listener_.name},
-                                         {"class", class_name(facts_.cls)}});
+                                         {"class", to_string(facts_.cls)}});
 }
 
 void Session::log_decision(const Decision& d) {
@@ -1050,7 +1038,7 @@ void Session::finish(std::string_view state) {
   gw_.release(*this);
   if (counted_) {
     gw_.metrics().connection_closed();
-    gw_.metrics().session(listener_.name, class_name(facts_.cls));
+    gw_.metrics().session(listener_.name, to_string(facts_.cls));
   }
   if (phase_ == Phase::Data || txn_.active) {
     backend_.abort();  // never complete a message the client did not finish
