@@ -208,12 +208,12 @@ void Gateway::on_signal(uv_signal_t* h, int signum) {
 std::string Gateway::reload() {
   std::string err = load(false);
   if (!err.empty()) {
-    metrics_.policy_reload("failed");
+    metrics_.policy_reload("rejected");
     log_.write("policy_reload",
                {{"result", "rejected"}, {"path", options_.policy_path}, {"errors", err}});
     return err;
   }
-  metrics_.policy_reload("ok");
+  metrics_.policy_reload("loaded");
   // Listeners are fixed for the process; new listen addresses need a restart.
   log_.write("policy_reload", {{"result", "loaded"}, {"path", options_.policy_path}});
   return {};

@@ -87,7 +87,7 @@ class MetricsRegistry {
   void message_rejected();
   void backend_error(std::string_view reason);  // "connect", "timeout", "protocol", ...
   void observe_backend_reply(double seconds);
-  void policy_reload(std::string_view result);  // "ok" | "failed"
+  void policy_reload(std::string_view result);  // "loaded" | "rejected"
 
   uint64_t connections_active() const { return connections_active_; }
   const LabeledCounter<1>& connections() const { return connections_; }

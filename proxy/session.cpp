@@ -698,13 +698,19 @@ void Session::auth_failed_locally(std::string_view text, bool counts) {
       .write();
   gw_.metrics().auth(AuthResult::Refused);
   reply(text);
-  if (counts) count_auth_failure();
+  if (counts) count_auth_failure(text);
 }
 
-void Session::count_auth_failure() {
+void Session::count_auth_failure(std::string_view sent) {
   uint32_t n = gw_.record_auth_failure(facts_.client);
   Decision d = engine::brute_force(*policy_, facts_, n);
   if (d.verdict != Verdict::Ban) return;
+  // The failing command already has its reply; the decision records what was sent.
+  if (sent.size() >= 4) {
+    std::string_view first = sent.substr(0, sent.find('\r'));
+    d.reply.code = (first[0] - '0') * 100 + (first[1] - '0') * 10 + (first[2] - '0');
+    d.reply.text = std::string(first.substr(4));
+  }
   log_decision(d);
   if (!d.enforced) {
     gw_.would_ban(facts_.client, d.reason, id_);
@@ -882,7 +888,7 @@ void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
       } else {
         gw_.metrics().auth(r.transient() ? AuthResult::Tempfail : AuthResult::Failed);
         fill_slot(r.raw);
-        if (r.permanent()) count_auth_failure();
+        if (r.permanent()) count_auth_failure(r.raw);
       }
       arm_command_timer();
       break;

@@ -110,7 +110,7 @@ class Session final : public Connection::Handler,
   // AUTH
   void auth_with(smtp::Credentials creds);
   void auth_failed_locally(std::string_view reply, bool counts);
-  void count_auth_failure();
+  void count_auth_failure(std::string_view sent_reply);
 
   // replies
   void reply(std::string_view text);  // a complete reply line or lines, with CRLF
