@@ -177,6 +177,7 @@ void Gateway::on_connection(uv_stream_t* server, int status) {
   if (status < 0 || gw->draining_) return;
   auto* s = new Session(*gw, *lr, gw->config_);
   gw->sessions_.push_back(s);
+  s->registry_pos = std::prev(gw->sessions_.end());
   s->start(server);
 }
 
@@ -190,7 +191,7 @@ void Gateway::on_check(uv_check_t* h) {
   std::vector<Session*> dead;
   dead.swap(gw->retired_);
   for (Session* s : dead) {
-    gw->sessions_.remove(s);
+    gw->sessions_.erase(s->registry_pos);  // O(1): a flood must not walk every session
     delete s;
   }
   if (gw->draining_ && gw->sessions_.empty()) gw->close_all();
@@ -267,7 +268,7 @@ void Gateway::close_all() {
   close(&drain_timer_);
   // Sessions closed above retire themselves; delete them now that nothing runs.
   for (Session* s : retired_) {
-    sessions_.remove(s);
+    sessions_.erase(s->registry_pos);
     delete s;
   }
   retired_.clear();

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,6 +51,7 @@ class Session final : public Connection::Handler,
   const IpAddress& client_ip() const { return facts_.client; }
   bool finished() const { return finished_; }
   bool admitted = false;  // counted by Gateway::admit, released once in finish()
+  std::list<Session*>::iterator registry_pos;  // where the gateway keeps it
 
   // Connection::Handler (client side)
   void on_connected(Connection&, int) override {}

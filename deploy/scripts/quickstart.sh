@@ -15,7 +15,9 @@ BACKEND_LOG=$(mktemp /tmp/smtpgate-quickstart-backend.XXXXXX)
 /usr/bin/python3 "$ROOT/tests/integration/postfix_backend.py" --port 10025 \
   --user demo@example.com:demo-password >"$BACKEND_LOG" 2>&1 &
 BACKEND_PID=$!
+GW_PID=
 cleanup() {
+  [ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null
   kill "$BACKEND_PID" 2>/dev/null || true
   wait "$BACKEND_PID" 2>/dev/null || true
 }
@@ -45,4 +47,6 @@ smtpgate is starting in front of Postfix on 127.0.0.1:10025. Try, in another ter
 Metrics: curl http://127.0.0.1:9025/metrics    Stop: Ctrl-C
 
 TXT
-"$ROOT/build/smtpgate" run -c "$POLICY"
+"$ROOT/build/smtpgate" run -c "$POLICY" &
+GW_PID=$!
+wait "$GW_PID"
