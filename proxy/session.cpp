@@ -237,6 +237,7 @@ void Session::on_data(Connection&, std::string_view data) {
     if (used < data.size() && !finished_) input_.assign(data.substr(used));
   } else {
     input_.append(data);
+    if (!blocked_) process();  // held bytes go first; normally only while blocked
   }
   if (input_.size() > kMaxHeldInput && client_) client_->pause_reading();
   flush();
