@@ -100,19 +100,24 @@ std::string explain_text(const ExplainResult& r) {
   std::string out;
   for (const auto& d : r.decisions) {
     char head[96];
-    std::snprintf(head, sizeof head, "%-9s %-8s %-26s ", std::string(to_string(d.stage)).c_str(),
-                  std::string(to_string(d.verdict)).c_str(), std::string(d.rule).c_str());
-    out += head;
-    out += d.reason;
+    std::snprintf(head, sizeof head, "%-9.*s %-8.*s %-26.*s ",
+                  static_cast<int>(to_string(d.stage).size()), to_string(d.stage).data(),
+                  static_cast<int>(to_string(d.verdict).size()), to_string(d.verdict).data(),
+                  static_cast<int>(d.rule.size()), d.rule.data());
+    out.append(head);
+    out.append(d.reason);
     if (!d.allowed()) {
-      out += "\n";
-      out += std::string(46, ' ');
-      out += "reply: " + d.reply.line();
-      if (!d.enforced) out += "  (dry-run: not enforced)";
+      out.push_back('\n');
+      out.append(46, ' ');
+      out.append("reply: ");
+      out.append(d.reply.line());
+      if (!d.enforced) out.append("  (dry-run: not enforced)");
     }
-    out += "\n";
+    out.push_back('\n');
   }
-  out += std::string("outcome: ") + (r.accepted ? "accepted" : "rejected") + "\n";
+  out.append("outcome: ");
+  out.append(r.accepted ? "accepted" : "rejected");
+  out.push_back('\n');
   return out;
 }
 

@@ -326,6 +326,8 @@ uint32_t Gateway::record_auth_failure(const IpAddress& ip) {
 }
 
 void Gateway::ban(const IpAddress& ip, const std::string& reason, const std::string& session) {
+  // Parallel connections of one guesser must not escalate the same offense several times.
+  if (bans_.banned(ip, unix_now())) return;
   BanEntry e = bans_.ban(ip, unix_now(), policy_->brute_force, reason);
   metrics_.ban_issued();
   log_.write("ban", {{"session", session},

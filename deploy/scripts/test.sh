@@ -9,12 +9,12 @@ cd "$ROOT"
 JOBS=$(nproc)
 echo "== build (RelWithDebInfo, warnings are errors)"
 "$ROOT/deploy/scripts/build.sh" "$ROOT/build" -DSMTPGATE_WERROR=ON
-echo "== build (AddressSanitizer + UBSan)"
-"$ROOT/deploy/scripts/build.sh" "$ROOT/build-asan" -DSMTPGATE_WERROR=ON -DSMTPGATE_SANITIZE=ON
-
 echo "== tests (normal build)"
 ctest --test-dir "$ROOT/build" -j"$JOBS" --output-on-failure --timeout 300
-echo "== tests (sanitizer build)"
+
+echo "== build (AddressSanitizer + UBSan)"
+"$ROOT/deploy/scripts/build.sh" "$ROOT/build-asan" -DSMTPGATE_WERROR=ON -DSMTPGATE_SANITIZE=ON
+echo "== tests (sanitizer build: unit tests and the real binary under ASan+UBSan)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir "$ROOT/build-asan" -j"$JOBS" --output-on-failure --timeout 300
 echo "== all tests passed"
