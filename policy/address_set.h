@@ -21,14 +21,14 @@ class AddressSet {
  public:
   struct Match {
     Access access;
-    Cidr entry;         // the entry that matched
-    uint32_t origin;    // caller's tag given to add(), e.g. index of the list it came from
+    Cidr entry;       // the entry that matched
+    uint32_t origin;  // caller's tag given to add(), e.g. index of the list it came from
   };
 
   void add(const Cidr& entry, Access access, uint32_t origin = 0);
   void build();  // sorts and flattens; call once after the last add()
   std::optional<Match> lookup(const IpAddress& ip) const;  // requires build()
-  size_t size() const;  // number of distinct entries after build
+  size_t size() const;                                     // number of distinct entries after build
   bool empty() const { return size() == 0; }
 
  private:

@@ -14,9 +14,9 @@ std::string_view to_string(Stage s);
 std::string_view to_string(Verdict v);
 
 struct Reply {
-  int code = 0;       // 0 = no reply (an allow that lets the session continue)
-  std::string text;   // with the enhanced status code: "5.7.1 Relay access denied"
-  bool close = false; // close the connection after sending
+  int code = 0;              // 0 = no reply (an allow that lets the session continue)
+  std::string text;          // with the enhanced status code: "5.7.1 Relay access denied"
+  bool close = false;        // close the connection after sending
   std::string line() const;  // "554 5.7.1 Relay access denied"
 };
 

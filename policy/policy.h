@@ -108,8 +108,8 @@ struct BackendSettings {
   uint16_t port = 0;
   BackendTls tls = BackendTls::None;
   ClientIpMode client_ip = ClientIpMode::None;
-  std::string ca;      // PEM bundle; empty = system CAs
-  bool verify = true;  // verify the backend certificate when tls != none
+  std::string ca;           // PEM bundle; empty = system CAs
+  bool verify = true;       // verify the backend certificate when tls != none
   std::string server_name;  // SNI / name to verify; empty = no name check beyond the chain
 };
 

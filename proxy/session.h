@@ -188,7 +188,7 @@ class Session final : public Connection::Handler,
   uint64_t timer_due_ = 0;           // when the timer fires next
   bool hold_backend_flush_ = false;
   bool close_when_flushed_ = false;
-  bool counted_ = false;  // connection_opened() was reported
+  bool counted_ = false;                     // connection_opened() was reported
   std::string_view close_state_ = "closed";  // static strings only
   std::string discard_;     // body bytes of a message that can no longer be delivered
   uint64_t last_size_ = 0;  // the message whose final reply is awaited

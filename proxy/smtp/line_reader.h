@@ -68,10 +68,10 @@ class LineReader {
 
  private:
   static constexpr size_t kKeepCapacity = 512;
-  std::string buf_;  // a partial line; never longer than the limit, shrunk when idle
-  size_t len_ = 0;               // bytes of the partial line in buf_ (a trailing CR included)
-  bool discarding_ = false;      // skipping the rest of an over-long line
-  bool release_ = false;         // the last result pointed into buf_: empty it on the next call
+  std::string buf_;          // a partial line; never longer than the limit, shrunk when idle
+  size_t len_ = 0;           // bytes of the partial line in buf_ (a trailing CR included)
+  bool discarding_ = false;  // skipping the rest of an over-long line
+  bool release_ = false;     // the last result pointed into buf_: empty it on the next call
 };
 
 }  // namespace smtpgate::smtp

@@ -197,8 +197,7 @@ TEST_CASE("mail: submission.auth_match address, domain, none and senders", "[eng
   auto no = engine::mail(*p, s, path("ceo@example.com"), 0, {});
   CHECK(no.blocks());
   CHECK(no.rule == "submission.auth_match");
-  CHECK(no.reply.line() ==
-        "553 5.7.1 Sender address rejected: not owned by user cms@example.com");
+  CHECK(no.reply.line() == "553 5.7.1 Sender address rejected: not owned by user cms@example.com");
   // a subdomain of a listed @domain is not the domain
   CHECK(engine::mail(*p, s, path("x@sub.customers.example.org"), 0, {}).blocks());
   // the null sender is not an impersonation
@@ -240,8 +239,8 @@ TEST_CASE("mail: mx.local_sender", "[engine]") {
   CHECK(engine::mail(*p, s, path("friend@elsewhere.org"), 0, {}).allowed());
   CHECK(engine::mail(*p, s, path(""), 0, {}).allowed());  // bounces must arrive
   auto off = load(R"(, "submission": { "require_tls": false } )");
-  CHECK(engine::mail(*off, facts(*off, "mx", "192.0.2.1"), path("ceo@example.com"), 0, {})
-            .allowed());
+  CHECK(
+      engine::mail(*off, facts(*off, "mx", "192.0.2.1"), path("ceo@example.com"), 0, {}).allowed());
 }
 
 TEST_CASE("mail: message.size from SIZE=", "[engine]") {
@@ -255,7 +254,8 @@ TEST_CASE("mail: message.size from SIZE=", "[engine]") {
 }
 
 TEST_CASE("mail: auto classification and mx.access at MAIL", "[engine]") {
-  auto p = load(R"(, "submission": { "require_tls": false, "access": { "default": "deny", "allow": ["@cms"] } },
+  auto p = load(
+      R"(, "submission": { "require_tls": false, "access": { "default": "deny", "allow": ["@cms"] } },
                     "mx": { "access": { "default": "allow", "deny": ["203.0.113.0/24"] } })");
   auto s = facts(*p, "legacy", "203.0.113.10");
   CHECK(s.cls == ListenerClass::Auto);
@@ -273,7 +273,8 @@ TEST_CASE("mail: auto classification and mx.access at MAIL", "[engine]") {
 }
 
 TEST_CASE("mail: limits.rate for messages per hour", "[engine]") {
-  auto p = load(R"(, "submission": { "require_tls": false, "limits": { "messages_per_hour": 10 } })");
+  auto p =
+      load(R"(, "submission": { "require_tls": false, "limits": { "messages_per_hour": 10 } })");
   auto s = facts(*p, "sub", "203.0.113.10");
   s.authenticated = true;
   s.login = "cms@example.com";

@@ -13,7 +13,8 @@ namespace {
 std::shared_ptr<Policy> bulk() {
   LoadOptions o;
   o.check_files = false;
-  auto r = load_policy_file(std::string(SMTPGATE_SOURCE_DIR) + "/examples/smartermail-bulk.json", o);
+  auto r =
+      load_policy_file(std::string(SMTPGATE_SOURCE_DIR) + "/examples/smartermail-bulk.json", o);
   for (const auto& e : r.errors) UNSCOPED_INFO(e.to_string());
   REQUIRE(r.ok());
   return r.policy;
@@ -25,7 +26,9 @@ ExplainResult run(const Policy& p, ExplainInput in) {
   return *r;
 }
 
-const Decision& last(const ExplainResult& r) { return r.decisions.back(); }
+const Decision& last(const ExplainResult& r) {
+  return r.decisions.back();
+}
 
 }  // namespace
 
