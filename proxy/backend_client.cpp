@@ -1,26 +1,9 @@
 #include "proxy/backend_client.h"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-
 #include "proxy/smtp/sasl.h"
 
 namespace smtpgate {
 namespace {
-
-std::string b64(std::string_view in) {
-  std::string out(4 * ((in.size() + 2) / 3), '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(in.data()),
-                          static_cast<int>(in.size()));
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
-
-void wipe(std::string& s) {
-  if (!s.empty()) OPENSSL_cleanse(s.data(), s.size());
-  s.clear();
-}
 
 std::string first_line(const smtp::BackendReply& r) {
   auto raw = r.raw;
@@ -32,8 +15,8 @@ std::string first_line(const smtp::BackendReply& r) {
 
 BackendClient::~BackendClient() {
   abort();
-  wipe(auth_user_);
-  wipe(auth_pass_);
+  smtp::secure_wipe(auth_user_);
+  smtp::secure_wipe(auth_pass_);
 }
 
 void BackendClient::connect(const Policy& policy, const sockaddr_storage& addr,
@@ -128,11 +111,11 @@ bool BackendClient::authenticate(std::string_view login, std::string_view passwo
     blob += login;
     blob += '\0';
     blob += password;
-    std::string line = "AUTH PLAIN " + b64(blob) + "\r\n";
-    wipe(blob);
+    std::string line = "AUTH PLAIN " + smtp::base64_encode(blob) + "\r\n";
+    smtp::secure_wipe(blob);
     auth_step_ = AuthStep::PlainSent;
     conn_->write(line);
-    wipe(line);
+    smtp::secure_wipe(line);
   } else {
     auth_step_ = AuthStep::LoginSent;
     conn_->write("AUTH LOGIN\r\n");
@@ -254,8 +237,8 @@ void BackendClient::handle_reply(const smtp::BackendReply& r) {
   last_reply_seconds_ = static_cast<double>(uv_hrtime() - waiting_since_ns_) / 1e9;
   if (tag == Tag::Auth) {
     auth_step_ = AuthStep::None;
-    wipe(auth_user_);
-    wipe(auth_pass_);
+    smtp::secure_wipe(auth_user_);
+    smtp::secure_wipe(auth_pass_);
   }
   if (pending_.empty()) {
     timer_->stop();
@@ -276,8 +259,8 @@ void BackendClient::release_held() {
     if (t == Tag::Auth && line.empty()) {
       std::string u = auth_user_, p = auth_pass_;
       bool ok = authenticate(u, p);
-      wipe(u);
-      wipe(p);
+      smtp::secure_wipe(u);
+      smtp::secure_wipe(p);
       if (!ok) fail("backend offers no AUTH mechanism the gateway can use", false);
     } else {
       send(t, line);
@@ -289,15 +272,15 @@ void BackendClient::handle_auth_reply(const smtp::BackendReply& r) {
   arm_reply_timer();
   switch (auth_step_) {
     case AuthStep::LoginSent: {
-      std::string line = b64(auth_user_) + "\r\n";
+      std::string line = smtp::base64_encode(auth_user_) + "\r\n";
       conn_->write(line);
       auth_step_ = AuthStep::LoginUserSent;
       return;
     }
     case AuthStep::LoginUserSent: {
-      std::string line = b64(auth_pass_) + "\r\n";
+      std::string line = smtp::base64_encode(auth_pass_) + "\r\n";
       conn_->write(line);
-      wipe(line);
+      smtp::secure_wipe(line);
       auth_step_ = AuthStep::LoginPassSent;
       return;
     }
@@ -346,8 +329,8 @@ void BackendClient::close_connection() {
 
 void BackendClient::fail(const std::string& why, bool protocol_error) {
   close_connection();
-  wipe(auth_user_);
-  wipe(auth_pass_);
+  smtp::secure_wipe(auth_user_);
+  smtp::secure_wipe(auth_pass_);
   events_->on_backend_failed(why, protocol_error);
 }
 
