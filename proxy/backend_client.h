@@ -71,7 +71,6 @@ class BackendClient final : public Connection::Handler, public Timer::Handler {
     if (conn_) conn_->flush();
   }
   size_t queued_bytes() const { return conn_ ? conn_->queued_bytes() : 0; }
-  size_t pending_replies() const { return pending_.size(); }
   // How long the reply just delivered took, from its command (or the previous reply).
   double last_reply_seconds() const { return last_reply_seconds_; }
 

@@ -24,7 +24,6 @@ constexpr std::string_view kVrfy = "252 2.0.0 Cannot VRFY user, but will accept 
 constexpr std::string_view kHelp = "214 2.0.0 See RFC 5321\r\n";
 constexpr std::string_view kNotImpl = "502 5.5.1 Error: command not implemented\r\n";
 constexpr std::string_view kAuthTwice = "503 5.5.1 Error: already authenticated\r\n";
-constexpr std::string_view kAuthInTxn = "503 5.5.1 Error: MAIL transaction in progress\r\n";
 constexpr std::string_view kAuthMech = "504 5.5.4 Unrecognized authentication type\r\n";
 constexpr std::string_view kAuthAborted = "501 5.7.0 Authentication aborted\r\n";
 constexpr std::string_view kAuthBadB64 = "501 5.5.2 Cannot decode response\r\n";
@@ -34,7 +33,7 @@ constexpr std::string_view kAuthBackendDown = "454 4.7.0 Temporary authenticatio
 constexpr std::string_view kTlsUnavailable = "454 4.7.0 TLS not available\r\n";
 constexpr std::string_view kTlsReady = "220 2.0.0 Ready to start TLS\r\n";
 constexpr std::string_view kTlsActive = "503 5.5.1 Error: TLS already active\r\n";
-constexpr std::string_view kTlsInTxn = "503 5.5.1 Error: MAIL transaction in progress\r\n";
+constexpr std::string_view kInTransaction = "503 5.5.1 Error: MAIL transaction in progress\r\n";
 constexpr std::string_view kBackendDown = "421 4.4.1 backend unavailable, try later\r\n";
 constexpr std::string_view kBackendProtocol = "451 4.3.0 Error: backend protocol error\r\n";
 constexpr std::string_view kTooManyErrors = "421 4.7.0 Error: too many errors\r\n";
@@ -92,7 +91,6 @@ std::string first_line(std::string_view raw) {
 
 Session::Session(Gateway& gw, ListenerRuntime& lr, std::shared_ptr<const RuntimeConfig> config)
     : gw_(gw),
-      lr_(lr),
       config_(std::move(config)),
       policy_(config_->policy),
       listener_(lr.config),
@@ -540,7 +538,7 @@ void Session::cmd_starttls() {
     return;
   }
   if (txn_.active) {
-    reply(kTlsInTxn);
+    reply(kInTransaction);
     error_budget_spent();
     return;
   }
@@ -572,7 +570,7 @@ void Session::cmd_auth(const smtp::Command& cmd) {
     return;
   }
   if (txn_.active) {
-    reply(kAuthInTxn);
+    reply(kInTransaction);
     error_budget_spent();
     return;
   }

@@ -84,7 +84,6 @@ class Session final : public Connection::Handler,
     MailPath sender;
     uint32_t rcpt_forwarded = 0;
     uint32_t rcpt_accepted = 0;  // backend said 2xx
-    uint32_t data_rcpts = 0;
     std::string first_rcpt;
   };
 
@@ -141,7 +140,6 @@ class Session final : public Connection::Handler,
   void finish(std::string_view state);
 
   Gateway& gw_;
-  ListenerRuntime& lr_;
   std::shared_ptr<const RuntimeConfig> config_;  // the load this session started with
   PolicySnapshot policy_;
   const Listener& listener_;
@@ -157,7 +155,6 @@ class Session final : public Connection::Handler,
   std::string helo_;
   bool esmtp_ = false;
   bool helo_seen_ = false;
-  std::optional<std::string> auth_login_pending_;
   bool backend_auth_lost_ = false;  // an authenticated session's backend connection dropped
 
   smtp::LineReader reader_;
