@@ -263,7 +263,6 @@ Decision rcpt(const Policy& p, const SessionFacts& s, const MailPath& /*sender*/
   }
 
   // mx: only local recipients, judged by the final address of a source route.
-  std::string who = recipient.address();
   if (recipient.domain.empty()) {
     // RFC 5321 4.5.1: "postmaster" without a domain must be accepted; anything else is
     // not addressable here.
@@ -279,7 +278,7 @@ Decision rcpt(const Policy& p, const SessionFacts& s, const MailPath& /*sender*/
   // servers that re-parse the local part.
   if (recipient.local.find_first_of("%!@") != std::string::npos)
     return refuse(Stage::Rcpt, "mx.relay", Verdict::Reject, p.mx_mode(),
-                  "'%', '!' or '@' in the local part of " + who + " (percent hack)",
+                  "'%', '!' or '@' in the local part of " + recipient.address() + " (percent hack)",
                   replies::relay_denied());
   if (c.recipients_in_message >= p.mx.max_recipients)
     return refuse(Stage::Rcpt, "limits.recipients", Verdict::Tempfail, p.mx_mode(),

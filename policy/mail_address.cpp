@@ -1,6 +1,7 @@
 #include "policy/mail_address.h"
 
 #include <optional>
+#include <utility>
 
 #include "policy/domain_set.h"
 
@@ -104,7 +105,7 @@ Result<MailPath> parse_mail_path(std::string_view inner) {
   MailPath path;
   if (inner.empty()) {
     path.null = true;
-    return Result<MailPath>::ok(path);
+    return Result<MailPath>::ok(std::move(path));
   }
   if (inner.size() + 2 > kMaxPathOctets) return fail("path longer than 256 octets");
   for (unsigned char c : inner) {
@@ -137,11 +138,11 @@ Result<MailPath> parse_mail_path(std::string_view inner) {
       // backend's business, not a policy question.
       if (c != '.' && !is_atext(c)) return fail("invalid character in local part");
     }
-    path.local = std::string(local);
+    path.local.assign(local);
     if (at == std::string_view::npos) {
       // RFC 5321 4.1.1.3: "<Postmaster>" with no domain must be accepted.
       if (!path.has_source_route && iequals(local, "postmaster")) {
-        return Result<MailPath>::ok(path);
+        return Result<MailPath>::ok(std::move(path));
       }
       return fail("address has no domain");
     }
@@ -150,17 +151,22 @@ Result<MailPath> parse_mail_path(std::string_view inner) {
 
   std::string_view domain = rest.substr(at + 1);
   if (Error e = check_domain(domain)) return fail(e->c_str());
-  path.domain = std::string(domain);
-  return Result<MailPath>::ok(path);
+  path.domain.assign(domain);
+  return Result<MailPath>::ok(std::move(path));
 }
 
 std::string MailPath::address() const {
-  if (null) return "";
+  std::string out;
+  append_address(out);
+  return out;
+}
+
+void MailPath::append_address(std::string& out) const {
+  if (null) return;
   bool needs_quotes = local.empty();
   for (unsigned char c : local) {
     if (c != '.' && !is_atext(c)) needs_quotes = true;
   }
-  std::string out;
   if (needs_quotes) {
     out += '"';
     for (char c : local) {
@@ -169,12 +175,11 @@ std::string MailPath::address() const {
     }
     out += '"';
   } else {
-    out = local;
+    out += local;
   }
-  if (domain.empty()) return out;
+  if (domain.empty()) return;
   out += '@';
   out += domain;
-  return out;
 }
 
 }  // namespace smtpgate

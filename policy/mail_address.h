@@ -16,6 +16,7 @@ struct MailPath {
 
   // "local@domain" (local re-quoted when it needs it), "postmaster", or "" for the null path.
   std::string address() const;
+  void append_address(std::string& out) const;  // address() appended to `out`
 };
 
 // Parses the text between '<' and '>' (brackets excluded): "", "user@dom",

@@ -36,7 +36,7 @@ void BackendClient::connect(const Policy& policy, const sockaddr_storage& addr,
   conn_ = Connection::create(loop_, this);
   if (!timer_) timer_ = Timer::create(loop_, this);
   state_ = State::Connecting;
-  timer_->start(connect_timeout_);
+  set_deadline(connect_timeout_);
   int rc = conn_->connect(reinterpret_cast<const sockaddr*>(&addr));
   if (rc != 0) fail(std::string("connect: ") + uv_strerror(rc), false);
 }
@@ -52,7 +52,7 @@ void BackendClient::on_connected(Connection&, int status) {
   if (client_ip_ == ClientIpMode::ProxyV2)
     conn_->write(proxy_v2_header(client_.client, client_.local));
   conn_->flush();
-  timer_->start(reply_timeout_);
+  set_deadline(reply_timeout_);
   if (tls_mode_ == BackendTls::Implicit) {
     state_ = State::TlsHandshake;
     conn_->start_tls(tls_ctx_);
@@ -63,7 +63,7 @@ void BackendClient::on_connected(Connection&, int status) {
 
 void BackendClient::on_tls_ready(Connection&) {
   tls_up_ = true;
-  timer_->start(reply_timeout_);
+  set_deadline(reply_timeout_);
   if (tls_mode_ == BackendTls::Implicit) {
     state_ = State::Banner;
   } else {
@@ -85,14 +85,18 @@ void BackendClient::send_ehlo() {
   state_ = State::Ehlo;
 }
 
-void BackendClient::send(Tag tag, std::string_view line) {
+void BackendClient::send(Tag tag, std::string_view line, bool add_crlf) {
   if (state_ != State::Ready || (!caps_.pipelining && !pending_.empty())) {
-    held_.emplace_back(tag, std::string(line));
+    std::string held(line);
+    if (add_crlf) held += "\r\n";
+    held_.emplace_back(tag, std::move(held));
     return;
   }
   if (pending_.empty()) arm_reply_timer();
   pending_.push_back(tag);
   conn_->write(line);
+  if (add_crlf) conn_->write("\r\n");
+  hold_flush_ = false;
 }
 
 bool BackendClient::authenticate(std::string_view login, std::string_view password) {
@@ -126,8 +130,19 @@ bool BackendClient::authenticate(std::string_view login, std::string_view passwo
 }
 
 void BackendClient::arm_reply_timer() {
-  timer_->start(reply_timeout_);
+  set_deadline(reply_timeout_);
   waiting_since_ns_ = uv_hrtime();
+}
+
+void BackendClient::set_deadline(std::chrono::milliseconds after) {
+  // One timer, re-armed only when it would fire too late: each command just moves the
+  // deadline (a timer restart per command costs more than the command's own work).
+  uint64_t now = uv_now(loop_);
+  deadline_ = now + static_cast<uint64_t>(after.count());
+  if (!timer_->active() || timer_due_ > deadline_) {
+    timer_->start(after);
+    timer_due_ = deadline_;
+  }
 }
 
 void BackendClient::on_data(Connection&, std::string_view data) {
@@ -151,7 +166,7 @@ void BackendClient::on_data(Connection&, std::string_view data) {
       return;
     }
   }
-  if (conn_) conn_->flush();
+  flush();
 }
 
 void BackendClient::handle_reply(const smtp::BackendReply& r) {
@@ -241,7 +256,7 @@ void BackendClient::handle_reply(const smtp::BackendReply& r) {
     smtp::secure_wipe(auth_pass_);
   }
   if (pending_.empty()) {
-    timer_->stop();
+    deadline_ = kNoDeadline;
   } else {
     arm_reply_timer();
   }
@@ -294,7 +309,7 @@ void BackendClient::handle_auth_reply(const smtp::BackendReply& r) {
 
 void BackendClient::become_ready() {
   state_ = State::Ready;
-  timer_->stop();
+  deadline_ = kNoDeadline;
   Connection* c = conn_;
   events_->on_backend_ready();
   if (conn_ != c || !conn_) return;
@@ -311,6 +326,13 @@ void BackendClient::on_drained(Connection&) {
 }
 
 void BackendClient::on_timer(Timer&) {
+  if (deadline_ == kNoDeadline) return;
+  uint64_t now = uv_now(loop_);
+  if (now < deadline_) {
+    timer_->start(std::chrono::milliseconds(deadline_ - now));
+    timer_due_ = deadline_;
+    return;
+  }
   fail(state_ == State::Connecting ? "connect timeout" : "reply timeout", false);
 }
 
@@ -320,7 +342,9 @@ void BackendClient::close_connection() {
     conn_ = nullptr;
   }
   if (timer_) timer_->stop();
+  deadline_ = kNoDeadline;
   state_ = State::Idle;
+  hold_flush_ = false;
   pending_.clear();
   held_.clear();
   auth_step_ = AuthStep::None;

@@ -58,7 +58,8 @@ class BackendClient final : public Connection::Handler, public Timer::Handler {
 
   // Queues a command line (with CRLF) whose reply is delivered with `tag`. Commands given
   // before the connection is ready are sent once it is.
-  void send(Tag tag, std::string_view line);
+  // `add_crlf`: `line` comes without its CRLF (a client's command line as parsed).
+  void send(Tag tag, std::string_view line, bool add_crlf = false);
   // AUTH with the client's credentials, by a mechanism the backend offers (PLAIN, else
   // LOGIN); the final reply comes as Tag::Auth. Returns false when the backend offers none.
   bool authenticate(std::string_view login, std::string_view password);
@@ -66,9 +67,19 @@ class BackendClient final : public Connection::Handler, public Timer::Handler {
   void write_body(std::string_view bytes) {
     if (conn_) conn_->write(bytes);
   }
-  std::string* body_buffer() { return conn_ ? &conn_->out_buffer() : nullptr; }
+  // Like body_buffer, but what is appended waits for the next body bytes (or command)
+  // instead of going out in a write (and a wakeup of the backend) of its own.
+  std::string* held_body_buffer() {
+    if (!conn_) return nullptr;
+    hold_flush_ = true;
+    return &conn_->out_buffer();
+  }
+  std::string* body_buffer() {
+    hold_flush_ = false;
+    return conn_ ? &conn_->out_buffer() : nullptr;
+  }
   void flush() {
-    if (conn_) conn_->flush();
+    if (conn_ && !hold_flush_) conn_->flush();
   }
   size_t queued_bytes() const { return conn_ ? conn_->queued_bytes() : 0; }
   // How long the reply just delivered took, from its command (or the previous reply).
@@ -111,11 +122,15 @@ class BackendClient final : public Connection::Handler, public Timer::Handler {
   void fail(const std::string& why, bool protocol_error);
   void close_connection();
   void arm_reply_timer();
+  void set_deadline(std::chrono::milliseconds after);
 
   uv_loop_t* loop_;
   Events* events_;
   Connection* conn_ = nullptr;
   Timer* timer_ = nullptr;
+  static constexpr uint64_t kNoDeadline = UINT64_MAX;
+  uint64_t deadline_ = kNoDeadline;  // loop time (ms) when the backend's time is up
+  uint64_t timer_due_ = 0;           // when the timer fires next
   State state_ = State::Idle;
   smtp::ReplyParser parser_;
   smtp::EhloCapabilities caps_;
@@ -132,7 +147,8 @@ class BackendClient final : public Connection::Handler, public Timer::Handler {
   BackendTls tls_mode_ = BackendTls::None;
   std::shared_ptr<const TlsContext> tls_ctx_;
   bool tls_up_ = false;
-  bool drop_rest_ = false;  // after the backend's 220 to STARTTLS: ignore bytes sent in clear
+  bool hold_flush_ = false;  // see write_body_held
+  bool drop_rest_ = false;   // after the backend's 220 to STARTTLS: ignore bytes sent in clear
   std::string ehlo_name_;
   std::chrono::milliseconds connect_timeout_{10000}, reply_timeout_{300000};
 };

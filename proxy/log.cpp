@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <ctime>
@@ -182,8 +183,8 @@ LogLine& LogLine::num(std::string_view key, int64_t value) {
   line_.append(key);
   line_ += json_ ? "\":" : "=";
   char buf[24];
-  int n = std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(value));
-  line_.append(buf, static_cast<size_t>(n));
+  auto r = std::to_chars(buf, buf + sizeof buf, value);
+  line_.append(buf, r.ptr);
   return *this;
 }
 

@@ -1,5 +1,6 @@
 #include "proxy/session.h"
 
+#include <charconv>
 #include <ctime>
 
 #include "policy/replies.h"
@@ -63,11 +64,13 @@ Endpoint endpoint_of(const sockaddr_storage& ss) {
 }
 
 // Client-supplied text going into a header: printable ASCII only.
-std::string header_safe(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) out += (c > 32 && c < 127 && c != '(' && c != ')') ? c : '?';
-  return out;
+void append_header_safe(std::string& out, std::string_view s) {
+  size_t at = out.size();
+  out.append(s);
+  for (size_t i = at; i < out.size(); ++i) {
+    char c = out[i];
+    if (c <= 32 || c >= 127 || c == '(' || c == ')') out[i] = '?';
+  }
 }
 
 std::string_view rfc5322_date() {
@@ -399,7 +402,7 @@ void Session::cmd_rset() {
 }
 
 void Session::reset_transaction() {
-  txn_ = Transaction{};
+  txn_.clear();
 }
 
 bool Session::ensure_backend() {
@@ -451,11 +454,7 @@ void Session::cmd_mail(const smtp::Command& cmd, std::string_view line) {
   txn_.active = true;
   txn_.sender = std::move(*sender);
   add_backend_slot(Tag::Mail);
-  std::string fwd;
-  fwd.reserve(line.size() + 2);
-  fwd.append(line);
-  fwd.append("\r\n");
-  backend_.send(Tag::Mail, fwd);
+  backend_.send(Tag::Mail, line, true);
 }
 
 void Session::cmd_rcpt(const smtp::Command& cmd, std::string_view line) {
@@ -477,14 +476,10 @@ void Session::cmd_rcpt(const smtp::Command& cmd, std::string_view line) {
         txn_.rcpt_forwarded +
         static_cast<uint32_t>(gw_.sending().recipients_last_hour(facts_.login, gw_.now_ms()));
   if (apply(engine::rcpt(*policy_, facts_, txn_.sender, *rcpt, c))) return;
-  if (txn_.rcpt_forwarded == 0) txn_.first_rcpt = rcpt->address();
+  if (txn_.rcpt_forwarded == 0) rcpt->append_address(txn_.first_rcpt);
   ++txn_.rcpt_forwarded;
   add_backend_slot(Tag::Rcpt);
-  std::string fwd;
-  fwd.reserve(line.size() + 2);
-  fwd.append(line);
-  fwd.append("\r\n");
-  backend_.send(Tag::Rcpt, fwd);
+  backend_.send(Tag::Rcpt, line, true);
 }
 
 void Session::cmd_data() {
@@ -724,24 +719,52 @@ void Session::count_auth_failure(std::string_view sent) {
 void Session::send_received_header() {
   const Policy& p = *policy_;
   if (!p.message.received_header) return;
-  std::string with = esmtp_ ? "ESMTP" : "SMTP";
-  if (facts_.tls) with += "S";
-  if (facts_.authenticated) with += "A";
-  std::string h = "Received: from " + header_safe(helo_) + " (" +
-                  (peer_.ip.is_v4() ? "[" + peer_.ip.to_string() + "]"
-                                    : "[IPv6:" + peer_.ip.to_string() + "]") +
-                  ")\r\n\tby " + p.hostname + " (smtpgate) with " + with + " id " + id_ + "." +
-                  std::to_string(messages_ + 1) + "\r\n\t(listener " + listener_.name;
-  if (facts_.authenticated) h += ", authenticated as " + header_safe(facts_.login);
-  h += ")";
-  if (facts_.tls) h += "\r\n\t(using " + tls_version_ + " with cipher " + tls_cipher_ + ")";
-  if (txn_.rcpt_accepted == 1 && !txn_.first_rcpt.empty())
-    h += "\r\n\tfor <" + header_safe(txn_.first_rcpt) + ">";
+  // Built in place in the backend's write buffer, where the body follows it.
+  std::string* out = backend_.held_body_buffer();
+  if (!out) return;
+  std::string& h = *out;
+  h += "Received: from ";
+  append_header_safe(h, helo_);
+  h += peer_.ip.is_v4() ? " ([" : " ([IPv6:";
+  // client_text_ is "ip:port" or "[ip]:port": the address is what precedes the last colon.
+  std::string_view ip = std::string_view(client_text_).substr(0, client_text_.rfind(':'));
+  if (!ip.empty() && ip.front() == '[') ip = ip.substr(1, ip.size() - 2);
+  h += ip;
+  h += "])\r\n\tby ";
+  h += p.hostname;
+  h += " (smtpgate) with ";
+  h += esmtp_ ? "ESMTP" : "SMTP";
+  if (facts_.tls) h += 'S';
+  if (facts_.authenticated) h += 'A';
+  h += " id ";
+  h += id_;
+  h += '.';
+  char num[16];
+  auto [end, ec] = std::to_chars(num, num + sizeof num, messages_ + 1);
+  (void)ec;
+  h.append(num, end);
+  h += "\r\n\t(listener ";
+  h += listener_.name;
+  if (facts_.authenticated) {
+    h += ", authenticated as ";
+    append_header_safe(h, facts_.login);
+  }
+  h += ')';
+  if (facts_.tls) {
+    h += "\r\n\t(using ";
+    h += tls_version_;
+    h += " with cipher ";
+    h += tls_cipher_;
+    h += ')';
+  }
+  if (txn_.rcpt_accepted == 1 && !txn_.first_rcpt.empty()) {
+    h += "\r\n\tfor <";
+    append_header_safe(h, txn_.first_rcpt);
+    h += '>';
+  }
   h += "; ";
   h += rfc5322_date();
   h += "\r\n";
-  backend_.write_body(h);
-  hold_backend_flush_ = true;  // goes out with the first body bytes, not in a write of its own
 }
 
 void Session::handle_body(std::string_view& in) {
@@ -753,7 +776,6 @@ void Session::handle_body(std::string_view& in) {
   }
   auto r = body_->feed(in, *out);
   in.remove_prefix(r.consumed);
-  hold_backend_flush_ = false;
   if (r.status == smtp::BodyFilter::Status::NeedMore) {
     backend_.flush();
     if (backend_.queued_bytes() > kMaxBackendQueue && client_) client_->pause_reading();
@@ -797,7 +819,8 @@ void Session::handle_body(std::string_view& in) {
   }
   last_size_ = size;
   last_rcpts_ = txn_.rcpt_accepted;
-  last_sender_ = txn_.sender.address();
+  last_sender_.clear();
+  txn_.sender.append_address(last_sender_);
   reset_transaction();
   add_backend_slot(Tag::DataEnd);
   backend_.send(Tag::DataEnd, ".\r\n");
@@ -985,7 +1008,7 @@ void Session::flush_slots() {
 
 void Session::flush() {
   if (finished_) return;
-  if (!hold_backend_flush_) backend_.flush();
+  backend_.flush();
   if (!client_) return;
   client_->flush();
   if (close_when_flushed_ && slot_head_ == slots_.size() && client_ && client_->queued_bytes() == 0)

@@ -85,6 +85,17 @@ class Session final : public Connection::Handler,
     uint32_t rcpt_forwarded = 0;
     uint32_t rcpt_accepted = 0;  // backend said 2xx
     std::string first_rcpt;
+    // Back to empty, keeping the strings' buffers for the next transaction.
+    void clear() {
+      active = false;
+      sender.null = false;
+      sender.local.clear();
+      sender.domain.clear();
+      sender.has_source_route = false;
+      rcpt_forwarded = 0;
+      rcpt_accepted = 0;
+      first_rcpt.clear();
+    }
   };
 
   // input
@@ -183,7 +194,6 @@ class Session final : public Connection::Handler,
   static constexpr uint64_t kNoDeadline = UINT64_MAX;
   uint64_t deadline_ = kNoDeadline;  // loop time (ms) when the client's time is up
   uint64_t timer_due_ = 0;           // when the timer fires next
-  bool hold_backend_flush_ = false;
   bool close_when_flushed_ = false;
   bool counted_ = false;                     // connection_opened() was reported
   std::string_view close_state_ = "closed";  // static strings only

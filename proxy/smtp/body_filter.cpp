@@ -4,13 +4,27 @@
 #include <bit>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace smtpgate::smtp {
 namespace {
 
 // Offset of the first CR or LF in p[0, n), or n. Body lines are long and plentiful, so this
-// scans a word at a time (the classic "has zero byte" test) instead of byte by byte.
+// scans 16 bytes at a time with SSE2 (part of every x86-64), elsewhere a word at a time
+// (the classic "has zero byte" test), instead of byte by byte.
 size_t find_newline(const char* p, size_t n) {
   size_t i = 0;
+#if defined(__SSE2__)
+  const __m128i cr16 = _mm_set1_epi8('\r');
+  const __m128i lf16 = _mm_set1_epi8('\n');
+  for (; i + 16 <= n; i += 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+    const int m = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, cr16), _mm_cmpeq_epi8(v, lf16)));
+    if (m != 0) return i + static_cast<size_t>(std::countr_zero(static_cast<unsigned>(m)));
+  }
+#endif
   if constexpr (std::endian::native == std::endian::little) {
     constexpr uint64_t kOnes = 0x0101010101010101ULL;
     constexpr uint64_t kHigh = 0x8080808080808080ULL;

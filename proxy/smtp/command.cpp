@@ -5,7 +5,7 @@
 namespace smtpgate::smtp {
 namespace {
 
-char lower(char c) {
+constexpr char lower(char c) {
   return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
 }
 
@@ -72,6 +72,29 @@ constexpr std::array<VerbName, 14> kVerbs{{
     {"STARTTLS", Verb::StartTls},
     {"BDAT", Verb::Bdat},
 }};
+
+// Every verb but STARTTLS has four letters: compare them as one number, case folded.
+constexpr uint32_t pack_lower(std::string_view w) {
+  uint32_t k = 0;
+  for (char ch : w) k = (k << 8) | static_cast<unsigned char>(lower(ch));
+  return k;
+}
+
+constexpr auto kPackedVerbs = [] {
+  std::array<uint32_t, kVerbs.size()> keys{};
+  for (size_t i = 0; i < kVerbs.size(); ++i)
+    keys[i] = kVerbs[i].name.size() == 4 ? pack_lower(kVerbs[i].name) : 0;
+  return keys;
+}();
+
+Verb lookup_verb(std::string_view w) {
+  if (w.size() != 4) return iequals(w, "STARTTLS") ? Verb::StartTls : Verb::Unknown;
+  const uint32_t k = pack_lower(w);
+  for (size_t i = 0; i < kVerbs.size(); ++i) {
+    if (kVerbs[i].name.size() == 4 && kPackedVerbs[i] == k) return kVerbs[i].verb;
+  }
+  return Verb::Unknown;
+}
 
 Command& fail(Command& c, std::string_view why) {
   c.status = Command::Status::SyntaxError;
@@ -199,12 +222,7 @@ Command parse_command(std::string_view line) {
   std::string_view rest = trim_trailing_spaces(line);
   c.verb_text = next_word(rest);
   c.argument = rest;
-  for (const auto& vn : kVerbs) {
-    if (iequals(c.verb_text, vn.name)) {
-      c.verb = vn.verb;
-      break;
-    }
-  }
+  c.verb = lookup_verb(c.verb_text);
   for (char ch : line) {
     if (is_control(ch)) return fail(c, "control character in command");
   }
