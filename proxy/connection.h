@@ -77,6 +77,7 @@ class Connection {
   static void on_connect(uv_connect_t* req, int status);
   static void on_close(uv_handle_t* h);
   void write_failed(int status);
+  ssize_t send_now(const char* data, size_t size);  // bytes sent, or a UV_* error
   void on_cipher(std::string_view data);
 
   uv_tcp_t tcp_{};
@@ -86,6 +87,7 @@ class Connection {
   State state_ = State::Open;
   bool reading_ = false;
   bool writing_ = false;
+  bool connecting_ = false;
   std::string out_;       // queued, not yet handed to libuv
   std::string inflight_;  // owned by the pending uv_write until its callback
   std::unique_ptr<TlsChannel> tls_;
