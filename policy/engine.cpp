@@ -20,6 +20,13 @@ Decision allow(Stage stage, std::string_view rule, std::string reason) {
   return d;
 }
 
+// For the per-command stages: the reason text is built only when the caller wants it
+// (SessionFacts::allow_reasons).
+template <class Why>
+Decision allow_if(const SessionFacts& s, Stage stage, std::string_view rule, Why why) {
+  return allow(stage, rule, s.allow_reasons ? why() : std::string());
+}
+
 Decision refuse(Stage stage, std::string_view rule, Verdict v, Mode mode, std::string reason,
                 Reply reply) {
   Decision d;
@@ -224,7 +231,8 @@ Decision mail(const Policy& p, const SessionFacts& s, const MailPath& sender, ui
                         " messages in the last hour; limit " +
                         std::to_string(lim.messages_per_hour),
                     replies::rate_limited());
-    return allow(Stage::Mail, "submission.auth_match", "login " + s.login + ": " + how);
+    return allow_if(s, Stage::Mail, "submission.auth_match",
+                    [&] { return "login " + s.login + ": " + how; });
   }
 
   // mx class (an auto session without AUTH arrives here as mx)
@@ -242,8 +250,9 @@ Decision mail(const Policy& p, const SessionFacts& s, const MailPath& sender, ui
         Stage::Mail, "mx.local_sender", Verdict::Reject, p.mx_mode(),
         "unauthenticated sender " + sender.address() + " is in local domain " + sender.domain,
         replies::local_sender_needs_auth());
-  return allow(Stage::Mail, "default",
-               sender.null ? "null sender accepted on mx" : "sender " + sender.address());
+  return allow_if(s, Stage::Mail, "default", [&] {
+    return sender.null ? std::string("null sender accepted on mx") : "sender " + sender.address();
+  });
 }
 
 Decision rcpt(const Policy& p, const SessionFacts& s, const MailPath& /*sender*/,
@@ -259,7 +268,8 @@ Decision rcpt(const Policy& p, const SessionFacts& s, const MailPath& /*sender*/
                     s.login + " reached " + std::to_string(lim.recipients_per_hour) +
                         " recipients in the last hour",
                     replies::rate_limited());
-    return allow(Stage::Rcpt, "default", "authenticated submission may relay");
+    return allow_if(s, Stage::Rcpt, "default",
+                    [] { return std::string("authenticated submission may relay"); });
   }
 
   // mx: only local recipients, judged by the final address of a source route.
@@ -284,17 +294,20 @@ Decision rcpt(const Policy& p, const SessionFacts& s, const MailPath& /*sender*/
     return refuse(Stage::Rcpt, "limits.recipients", Verdict::Tempfail, p.mx_mode(),
                   "more than " + std::to_string(p.mx.max_recipients) + " recipients",
                   replies::too_many_recipients());
-  return allow(Stage::Rcpt, "mx.relay",
-               recipient.domain.empty() ? "postmaster" : recipient.domain + " is a local domain");
+  return allow_if(s, Stage::Rcpt, "mx.relay", [&] {
+    return recipient.domain.empty() ? std::string("postmaster")
+                                    : recipient.domain + " is a local domain";
+  });
 }
 
-Decision data_end(const Policy& p, const SessionFacts& /*s*/, uint64_t body_bytes) {
+Decision data_end(const Policy& p, const SessionFacts& s, uint64_t body_bytes) {
   if (body_bytes > p.message.max_bytes)
     return refuse(Stage::Data, "message.size", Verdict::Reject, Mode::Enforce,
                   "message of " + std::to_string(body_bytes) + " bytes exceeds message.max_bytes " +
                       std::to_string(p.message.max_bytes),
                   replies::message_too_big());
-  return allow(Stage::Data, "message.size", std::to_string(body_bytes) + " bytes");
+  return allow_if(s, Stage::Data, "message.size",
+                  [&] { return std::to_string(body_bytes) + " bytes"; });
 }
 
 }  // namespace smtpgate::engine

@@ -23,6 +23,10 @@ struct SessionFacts {
   bool authenticated = false;
   std::string login;    // the login (authenticated, or being tried at the auth stage)
   bool banned = false;  // the ban list holds the client now (ban list owned by the caller)
+  // False: allow decisions at MAIL, RCPT and end of data come without reason text. A
+  // session never logs those (only refusals), and the text would cost an allocation per
+  // command; explain and the tests keep it.
+  bool allow_reasons = true;
 };
 
 // Counters the caller keeps (per login for submission, per transaction for recipients).

@@ -1,5 +1,7 @@
 #include "proxy/backend_client.h"
 
+#include "proxy/loop_clock.h"
+
 #include "proxy/smtp/sasl.h"
 
 namespace smtpgate {
@@ -131,7 +133,7 @@ bool BackendClient::authenticate(std::string_view login, std::string_view passwo
 
 void BackendClient::arm_reply_timer() {
   set_deadline(reply_timeout_);
-  waiting_since_ns_ = uv_hrtime();
+  waiting_since_ns_ = LoopClock::now_ns();
 }
 
 void BackendClient::set_deadline(std::chrono::milliseconds after) {
@@ -249,7 +251,7 @@ void BackendClient::handle_reply(const smtp::BackendReply& r) {
   }
   Tag tag = pending_.front();
   pending_.pop_front();
-  last_reply_seconds_ = static_cast<double>(uv_hrtime() - waiting_since_ns_) / 1e9;
+  last_reply_seconds_ = static_cast<double>(LoopClock::now_ns() - waiting_since_ns_) / 1e9;
   if (tag == Tag::Auth) {
     auth_step_ = AuthStep::None;
     smtp::secure_wipe(auth_user_);

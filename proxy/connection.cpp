@@ -26,7 +26,10 @@ Connection* Connection::create(uv_loop_t* loop, Handler* handler) {
 
 int Connection::accept(uv_stream_t* server) {
   int rc = uv_accept(server, reinterpret_cast<uv_stream_t*>(&tcp_));
-  if (rc == 0) uv_tcp_nodelay(&tcp_, 1);
+  if (rc == 0) {
+    uv_tcp_nodelay(&tcp_, 1);
+    uv_fileno(reinterpret_cast<const uv_handle_t*>(&tcp_), &fd_);
+  }
   return rc;
 }
 
@@ -35,6 +38,7 @@ int Connection::connect(const sockaddr* addr) {
   uv_tcp_nodelay(&tcp_, 1);
   int rc = uv_tcp_connect(&connect_req_, &tcp_, addr, on_connect);
   connecting_ = rc == 0;
+  if (rc == 0) uv_fileno(reinterpret_cast<const uv_handle_t*>(&tcp_), &fd_);
   return rc;
 }
 
@@ -154,11 +158,9 @@ void Connection::flush() {
 ssize_t Connection::send_now(const char* data, size_t size) {
   // What uv_try_write does, but with send(2): the kernel's path for it is shorter than
   // write(2)'s, and this runs for every reply and every forwarded command.
-  uv_os_fd_t fd = -1;
-  if (connecting_ || uv_fileno(reinterpret_cast<const uv_handle_t*>(&tcp_), &fd) != 0)
-    return UV_EAGAIN;  // uv_write queues it until the connection is up
+  if (connecting_ || fd_ < 0) return UV_EAGAIN;  // uv_write queues it until connected
   for (;;) {
-    ssize_t n = ::send(fd, data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = ::send(fd_, data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n >= 0) return n;
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return UV_EAGAIN;

@@ -88,6 +88,7 @@ class Connection {
   bool reading_ = false;
   bool writing_ = false;
   bool connecting_ = false;
+  uv_os_fd_t fd_ = -1;    // the socket, for send(2); owned by tcp_
   std::string out_;       // queued, not yet handed to libuv
   std::string inflight_;  // owned by the pending uv_write until its callback
   std::unique_ptr<TlsChannel> tls_;

@@ -11,6 +11,7 @@
 #include "policy/loader.h"
 #include "policy/replies.h"
 #include "proxy/ban_store.h"
+#include "proxy/loop_clock.h"
 #include "proxy/server.h"
 #include "proxy/session.h"
 #include "proxy/tls_files.h"
@@ -151,6 +152,9 @@ int Gateway::run() {
   uv_check_init(&loop_, &reaper_);
   reaper_.data = this;
   uv_check_start(&reaper_, on_check);
+  uv_prepare_init(&loop_, &clock_tick_);
+  uv_prepare_start(&clock_tick_, [](uv_prepare_t*) { LoopClock::next_iteration(); });
+  uv_unref(reinterpret_cast<uv_handle_t*>(&clock_tick_));
   for (auto* sig : {&sighup_, &sigterm_, &sigint_}) {
     uv_signal_init(&loop_, sig);
     sig->data = this;
@@ -262,6 +266,7 @@ void Gateway::close_all() {
   if (admin_) admin_->close();
   close(&housekeeping_);
   close(&reaper_);
+  close(&clock_tick_);
   close(&sighup_);
   close(&sigterm_);
   close(&sigint_);

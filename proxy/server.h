@@ -103,6 +103,7 @@ class Gateway final : public AdminServer::Handler {
   std::list<Session*> sessions_;
   std::vector<Session*> retired_;
   uv_check_t reaper_{};
+  uv_prepare_t clock_tick_{};  // LoopClock::next_iteration() before each poll
   uv_signal_t sighup_{}, sigterm_{}, sigint_{};
   uv_timer_t drain_timer_{};
   MetricsRegistry metrics_;

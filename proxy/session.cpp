@@ -86,8 +86,8 @@ std::string_view rfc5322_date() {
   return buf;
 }
 
-std::string first_line(std::string_view raw) {
-  return std::string(raw.substr(0, raw.find('\r')));
+std::string_view first_line(std::string_view raw) {
+  return raw.substr(0, raw.find('\r'));
 }
 
 }  // namespace
@@ -121,6 +121,7 @@ void Session::start(uv_stream_t* server) {
   uv_tcp_getsockname(client_->handle(), reinterpret_cast<sockaddr*>(&ss), &len);
   local_ = endpoint_of(ss);
   facts_.client = peer_.ip;
+  facts_.allow_reasons = false;  // allow decisions are not logged
   client_text_ = format_endpoint(peer_);
   facts_.banned = gw_.banned(facts_.client);
   update_log_prefix();
@@ -854,8 +855,7 @@ void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
       blocked_ = false;
       if (r.code == 354) {
         phase_ = Phase::Data;
-        body_ = std::make_unique<smtp::BodyFilter>(policy_->message.bare_newline,
-                                                   policy_->message.max_bytes);
+        body_.emplace(policy_->message.bare_newline, policy_->message.max_bytes);
         data_error_.reset();
         send_received_header();
         set_deadline(policy_->timeouts.data);
@@ -925,6 +925,15 @@ void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
 void Session::fill_slot(std::string_view text) {
   for (size_t i = slot_head_; i < slots_.size(); ++i) {
     if (!slots_[i].ready) {
+      if (i == slot_head_) {
+        // The oldest reply owed (the usual case): straight to the client, no copy kept.
+        if (client_ && !finished_) {
+          client_->write(text);
+          bytes_out_ += text.size();
+        }
+        ++slot_head_;
+        return;
+      }
       slots_[i].text.assign(text);
       slots_[i].ready = true;
       return;

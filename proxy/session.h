@@ -185,8 +185,8 @@ class Session final : public Connection::Handler,
   int errors_ = 0;
 
   Transaction txn_;
-  std::unique_ptr<smtp::BodyFilter> body_;
-  std::optional<Reply> data_error_;  // the reply owed at end of data instead of the backend's
+  std::optional<smtp::BodyFilter> body_;  // during DATA
+  std::optional<Reply> data_error_;       // the reply owed at end of data instead of the backend's
 
   std::chrono::steady_clock::time_point started_;
   uint64_t bytes_in_ = 0, bytes_out_ = 0;

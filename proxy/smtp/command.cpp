@@ -96,10 +96,11 @@ Verb lookup_verb(std::string_view w) {
   return Verb::Unknown;
 }
 
-Command& fail(Command& c, std::string_view why) {
+// Helpers fill the caller's Command and return nothing: returning it by reference would
+// copy the whole value (~500 bytes) into parse_command's result on every command.
+void fail(Command& c, std::string_view why) {
   c.status = Command::Status::SyntaxError;
   c.error = why;
-  return c;
 }
 
 // Finds the '>' that closes a path starting after '<', skipping quoted strings so that
@@ -141,7 +142,7 @@ bool valid_value(std::string_view v) {
   return true;
 }
 
-Command& parse_mail_rcpt(Command& c, std::string_view prefix, bool null_path_ok) {
+void parse_mail_rcpt(Command& c, std::string_view prefix, bool null_path_ok) {
   std::string_view arg = c.argument;
   if (!starts_with_i(arg, prefix)) {
     return fail(
@@ -182,7 +183,6 @@ Command& parse_mail_rcpt(Command& c, std::string_view prefix, bool null_path_ok)
       if (!c.size) return fail(c, "bad SIZE value");
     }
   }
-  return c;
 }
 
 bool valid_mechanism(std::string_view m) {
@@ -217,8 +217,9 @@ const Param* Command::find_param(std::string_view key) const {
   return nullptr;
 }
 
-Command parse_command(std::string_view line) {
-  Command c;
+namespace {
+
+void parse_into(Command& c, std::string_view line) {
   std::string_view rest = trim_trailing_spaces(line);
   c.verb_text = next_word(rest);
   c.argument = rest;
@@ -233,7 +234,7 @@ Command parse_command(std::string_view line) {
       if (c.argument.empty()) return fail(c, "hostname required");
       std::string_view arg = c.argument;
       c.domain = next_word(arg);
-      return c;
+      return;
     }
     case Verb::Mail:
       return parse_mail_rcpt(c, "FROM:", true);
@@ -244,11 +245,11 @@ Command parse_command(std::string_view line) {
     case Verb::Quit:
     case Verb::StartTls:
       if (!c.argument.empty()) return fail(c, "no arguments allowed");
-      return c;
+      return;
     case Verb::Vrfy:
     case Verb::Expn:
       if (c.argument.empty()) return fail(c, "argument required");
-      return c;
+      return;
     case Verb::Auth: {
       std::string_view arg = c.argument;
       c.auth_mechanism = next_word(arg);
@@ -257,7 +258,7 @@ Command parse_command(std::string_view line) {
         c.auth_initial_response = next_word(arg);
         if (!arg.empty()) return fail(c, "too many arguments");
       }
-      return c;
+      return;
     }
     case Verb::Bdat: {
       std::string_view arg = c.argument;
@@ -268,13 +269,20 @@ Command parse_command(std::string_view line) {
         if (!iequals(next_word(arg), "LAST") || !arg.empty()) return fail(c, "expected LAST");
         c.bdat_last = true;
       }
-      return c;
+      return;
     }
     case Verb::Noop:
     case Verb::Help:
     case Verb::Unknown:
-      return c;
+      return;
   }
+}
+
+}  // namespace
+
+Command parse_command(std::string_view line) {
+  Command c;
+  parse_into(c, line);
   return c;
 }
 

@@ -387,3 +387,26 @@ TEST_CASE("dry-run: global mode, and a section overriding it", "[engine]") {
   CHECK(b.verdict == Verdict::Ban);
   CHECK_FALSE(b.enforced);
 }
+
+TEST_CASE("allow_reasons off: same verdicts and rules, no reason text on allows", "[engine]") {
+  auto p = load(kBase);
+  auto s = facts(*p, "mx", "192.0.2.1");
+  auto with = engine::mail(*p, s, path("a@elsewhere.example"), 0, {});
+  auto rcpt_with = engine::rcpt(*p, s, path("a@elsewhere.example"), path("b@example.com"), {});
+  s.allow_reasons = false;
+  auto without = engine::mail(*p, s, path("a@elsewhere.example"), 0, {});
+  auto rcpt_without = engine::rcpt(*p, s, path("a@elsewhere.example"), path("b@example.com"), {});
+  CHECK(with.allowed());
+  CHECK(without.allowed());
+  CHECK(with.rule == without.rule);
+  CHECK(with.reason == "sender a@elsewhere.example");
+  CHECK(without.reason.empty());
+  CHECK(rcpt_with.rule == rcpt_without.rule);
+  CHECK(rcpt_with.reason == "example.com is a local domain");
+  CHECK(rcpt_without.reason.empty());
+  CHECK(engine::data_end(*p, s, 10).reason.empty());
+  // Refusals keep their reasons: they are logged.
+  auto relay = engine::rcpt(*p, s, path("a@elsewhere.example"), path("v@gmail.example"), {});
+  CHECK(relay.rule == "mx.relay");
+  CHECK_FALSE(relay.reason.empty());
+}
