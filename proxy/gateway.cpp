@@ -175,14 +175,31 @@ int Gateway::run() {
   return 0;
 }
 
+// libuv accepts until the backlog is empty before any other callback of the loop turn
+// runs, so a flood (banned bots reconnecting as fast as they can) would hold every other
+// session for as long as it lasts. After this many accepts in one turn a listener waits:
+// not calling uv_accept() makes libuv stop watching it, and the check phase at the end of
+// the turn accepts the connection it holds, which resumes watching.
+constexpr uint32_t kAcceptsPerTurn = 64;
+
 void Gateway::on_connection(uv_stream_t* server, int status) {
   auto* lr = static_cast<ListenerRuntime*>(server->data);
   Gateway* gw = lr->gw;
   if (status < 0 || gw->draining_) return;
-  auto* s = new Session(*gw, *lr, gw->config_);
-  gw->sessions_.push_back(s);
-  s->registry_pos = std::prev(gw->sessions_.end());
-  s->start(server);
+  if (gw->accepted_this_turn_ >= kAcceptsPerTurn) {
+    lr->accept_pending = true;
+    gw->accept_deferred_ = true;
+    return;
+  }
+  gw->start_session(*lr);
+}
+
+void Gateway::start_session(ListenerRuntime& lr) {
+  ++accepted_this_turn_;
+  auto* s = new Session(*this, lr, config_);
+  sessions_.push_back(s);
+  s->registry_pos = std::prev(sessions_.end());
+  s->start(reinterpret_cast<uv_stream_t*>(&lr.server));
 }
 
 void Gateway::retire(Session* s) {
@@ -191,6 +208,15 @@ void Gateway::retire(Session* s) {
 
 void Gateway::on_check(uv_check_t* h) {
   auto* gw = static_cast<Gateway*>(h->data);
+  if (gw->accept_deferred_) {
+    gw->accept_deferred_ = false;
+    for (auto& lr : gw->listeners_) {
+      if (!lr.accept_pending) continue;
+      lr.accept_pending = false;
+      if (lr.open && !gw->draining_) gw->start_session(lr);
+    }
+  }
+  gw->accepted_this_turn_ = 0;
   if (gw->retired_.empty()) return;
   std::vector<Session*> dead;
   dead.swap(gw->retired_);

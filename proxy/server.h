@@ -42,6 +42,7 @@ struct ListenerRuntime {
   Listener config;
   uv_tcp_t server{};
   bool open = false;
+  bool accept_pending = false;  // a connection waits in libuv for the next loop turn
 };
 
 class Gateway final : public AdminServer::Handler {
@@ -83,6 +84,7 @@ class Gateway final : public AdminServer::Handler {
 
  private:
   static void on_connection(uv_stream_t* server, int status);
+  void start_session(ListenerRuntime& lr);  // accepts the connection libuv holds
   static void on_check(uv_check_t* h);
   static void on_signal(uv_signal_t* h, int signum);
 
@@ -114,6 +116,8 @@ class Gateway final : public AdminServer::Handler {
   BanList bans_;
   std::map<IpAddress, uint32_t> per_ip_;  // admitted sessions by client address
   uint32_t admitted_ = 0;
+  uint32_t accepted_this_turn_ = 0;  // see kAcceptsPerTurn
+  bool accept_deferred_ = false;     // some listener has accept_pending
   uint64_t serial_ = 0;
   uint32_t id_prefix_ = 0;
   bool draining_ = false;

@@ -560,6 +560,41 @@ class ConnectionLimitTest(DefenceTestCase):
                 c.close()
         support.wait_until(admitted, 5, 0.1, "a third session after one closed")
 
+    def test_connection_burst_does_not_hold_other_sessions(self):
+        # 300 connections wait in the backlog while the gateway is stopped, then a session
+        # opened before them sends a command. The gateway accepts at most 64 connections per
+        # loop turn, so that command is answered (and logged) before the burst is through;
+        # and every connection of the burst is still greeted.
+        burst_ip, probe_ip = "127.0.0.61", "127.0.0.62"
+        gw = self.start_gateway(self.policy(connections={"max_per_ip": 1000,
+                                                         "max_total": 2000}))
+        probe = self.greeted(gw, probe_ip, "mx")
+        clients = []
+        # Idle in epoll_wait first: then the listener is ready before the probe's command.
+        time.sleep(0.3)
+        gw.signal(signal.SIGSTOP)
+        try:
+            for _ in range(300):
+                clients.append(self.connect(gw, burst_ip, "mx"))
+            probe.send(b"AUTH PLAIN " + plain_blob(LOGIN, WRONG) + b"\r\n")
+        finally:
+            gw.signal(signal.SIGCONT)
+        self.assertReply(probe.read_reply(), 502)
+        for c in clients:
+            self.assertReply(c.greeting(), 220)
+        self.wait_for_count(gw, 301, event="session_open")
+        logs = gw.snapshot()
+        opened = [i for i, l in enumerate(logs) if l.get("event") == "session_open"
+                  and l.get("client", "").startswith(burst_ip + ":")]
+        refused = [i for i, l in enumerate(logs) if l.get("event") == "decision"
+                   and l.get("rule") == "mx.auth"]
+        self.assertEqual(len(opened), 300)
+        self.assertEqual(len(refused), 1, refused)
+        before = sum(1 for i in opened if i < refused[0])
+        self.assertLessEqual(before, 64, "the probe waited for %d accepts" % before)
+        for c in clients:
+            c.close()
+
     def test_max_total(self):
         gw = self.start_gateway(self.policy(connections={"max_total": 2}))
         self.greeted(gw, "127.0.0.39", "mx")
