@@ -4,6 +4,7 @@
 #include <cassert>
 #include <charconv>
 
+#include "policy/domain_set.h"
 #include "proxy/connection.h"
 
 namespace smtpgate {
@@ -11,13 +12,6 @@ namespace {
 
 constexpr std::string_view kServerMethods = "GET, POST, DELETE";
 constexpr int kBacklog = 128;
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           auto low = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
-           return low(x) == low(y);
-         });
-}
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);

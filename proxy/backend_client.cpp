@@ -1,16 +1,13 @@
 #include "proxy/backend_client.h"
 
 #include "proxy/loop_clock.h"
-
 #include "proxy/smtp/sasl.h"
 
 namespace smtpgate {
 namespace {
 
 std::string first_line(const smtp::BackendReply& r) {
-  auto raw = r.raw;
-  auto eol = raw.find("\r\n");
-  return std::string(raw.substr(0, eol));
+  return std::string(smtp::first_line(r.raw));
 }
 
 }  // namespace

@@ -86,10 +86,6 @@ std::string_view rfc5322_date() {
   return buf;
 }
 
-std::string_view first_line(std::string_view raw) {
-  return raw.substr(0, raw.find('\r'));
-}
-
 }  // namespace
 
 Session::Session(Gateway& gw, ListenerRuntime& lr, std::shared_ptr<const RuntimeConfig> config)
@@ -689,7 +685,7 @@ void Session::auth_failed_locally(std::string_view text, bool counts) {
   LogLine(gw_.log(), "auth", log_prefix_)
       .str("login", facts_.login)
       .str("result", "refused")
-      .str("reply", first_line(text))
+      .str("reply", smtp::first_line(text))
       .write();
   gw_.metrics().auth(AuthResult::Refused);
   reply(text);
@@ -869,7 +865,7 @@ void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
           .str("from", last_sender_)
           .num("size", static_cast<int64_t>(last_size_))
           .num("recipients", last_rcpts_)
-          .str("reply", first_line(r.raw))
+          .str("reply", smtp::first_line(r.raw))
           .boolean("delivered", r.code >= 200 && r.code < 300)
           .write();
       if (r.code >= 200 && r.code < 300) {
@@ -902,7 +898,7 @@ void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
       LogLine(gw_.log(), "auth", log_prefix_)
           .str("login", facts_.login)
           .str("result", ok ? "ok" : (r.transient() ? "tempfail" : "failed"))
-          .str("reply", first_line(r.raw))
+          .str("reply", smtp::first_line(r.raw))
           .write();
       if (ok) {
         gw_.metrics().auth(AuthResult::Ok);

@@ -195,14 +195,6 @@ bool valid_mechanism(std::string_view m) {
 
 }  // namespace
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
-
 std::string_view to_string(Verb v) {
   for (const auto& vn : kVerbs) {
     if (vn.verb == v) return vn.name;

@@ -8,6 +8,8 @@
 #include <span>
 #include <string_view>
 
+#include "policy/domain_set.h"
+
 namespace smtpgate::smtp {
 
 enum class Verb : uint8_t {
@@ -98,6 +100,6 @@ struct Command {
 Command parse_command(std::string_view line);
 
 // ASCII case-insensitive comparison, for verbs, keywords and mechanism names.
-bool iequals(std::string_view a, std::string_view b);
+using smtpgate::iequals;
 
 }  // namespace smtpgate::smtp

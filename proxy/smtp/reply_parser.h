@@ -29,6 +29,11 @@ struct BackendReply {
   bool permanent() const { return code >= 500; }
 };
 
+// The first line of a reply (or of any CRLF-ended text) without its terminator: for logs.
+inline std::string_view first_line(std::string_view raw) {
+  return raw.substr(0, raw.find('\r'));
+}
+
 // Turns the backend's byte stream into complete replies, "250-" continuation lines included,
 // one reply per feed() so pipelined replies keep their order. After an error it stays failed
 // (the session drops the backend connection).

@@ -45,6 +45,12 @@ def plain_blob(user, password):
     return base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode())
 
 
+def process_state(pid):
+    """The state letter of /proc/PID/stat ("T" once SIGSTOP took effect)."""
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
 def message(subject, sender=LOGIN, to="someone@other.example"):
     return ("From: %s\r\nTo: %s\r\nSubject: %s\r\nMessage-ID: <%s@example.com>\r\n\r\n"
             "Body of %s.\r\n" % (sender, to, subject, re.sub(r"\W", "-", subject), subject)
@@ -574,6 +580,8 @@ class ConnectionLimitTest(DefenceTestCase):
         time.sleep(0.3)
         gw.signal(signal.SIGSTOP)
         try:
+            support.wait_until(lambda: process_state(gw.proc.pid) == "T", 5, 0.01,
+                               "the gateway stopped")
             for _ in range(300):
                 clients.append(self.connect(gw, burst_ip, "mx"))
             probe.send(b"AUTH PLAIN " + plain_blob(LOGIN, WRONG) + b"\r\n")
@@ -591,7 +599,8 @@ class ConnectionLimitTest(DefenceTestCase):
         self.assertEqual(len(opened), 300)
         self.assertEqual(len(refused), 1, refused)
         before = sum(1 for i in opened if i < refused[0])
-        self.assertLessEqual(before, 64, "the probe waited for %d accepts" % before)
+        # 64 per turn; a turn already running when the gateway stopped may add one more.
+        self.assertLessEqual(before, 128, "the probe waited for %d accepts" % before)
         for c in clients:
             c.close()
 

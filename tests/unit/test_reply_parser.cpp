@@ -7,6 +7,7 @@
 
 using smtpgate::smtp::BackendReply;
 using smtpgate::smtp::EhloCapabilities;
+using smtpgate::smtp::first_line;
 using smtpgate::smtp::kMaxReplyBytes;
 using smtpgate::smtp::kMaxReplyLines;
 using smtpgate::smtp::parse_ehlo_capabilities;
@@ -259,4 +260,11 @@ TEST_CASE("reply parser: sparse and odd EHLO replies", "[reply_parser]") {
 
   REQUIRE(p.feed("502-host\r\n502 STARTTLS\r\n").status == ReplyParser::Status::Reply);
   CHECK_FALSE(parse_ehlo_capabilities(p.reply()).starttls);
+}
+
+TEST_CASE("first_line: a reply's first line without its CRLF", "[reply_parser]") {
+  CHECK(first_line("250-mx.example\r\n250 PIPELINING\r\n") == "250-mx.example");
+  CHECK(first_line("554 5.7.1 no\r\n") == "554 5.7.1 no");
+  CHECK(first_line("no terminator") == "no terminator");
+  CHECK(first_line("") == "");
 }
