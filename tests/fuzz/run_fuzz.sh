@@ -27,7 +27,8 @@ fi
 
 mkdir -p "$OUT"
 FLAGS="-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I$ROOT -I$ROOT/tests"
-SOURCES="$ROOT/proxy/smtp/line_reader.cpp $ROOT/proxy/smtp/command.cpp $ROOT/proxy/smtp/body_filter.cpp"
+SOURCES="$ROOT/proxy/smtp/line_reader.cpp $ROOT/proxy/smtp/command.cpp $ROOT/proxy/smtp/body_filter.cpp \
+  $ROOT/policy/domain_set.cpp"
 
 status=0
 for target in fuzz_body_filter fuzz_command; do
