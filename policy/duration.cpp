@@ -3,6 +3,8 @@
 #include <iterator>
 #include <string>
 
+#include "policy/text.h"
+
 namespace smtpgate {
 
 namespace {
@@ -20,16 +22,6 @@ constexpr Unit kUnits[] = {{'w', 7 * 86400}, {'d', 86400}, {'h', 3600}, {'m', 60
 
 bool is_digit(char c) {
   return c >= '0' && c <= '9';
-}
-
-// Built by appending: GCC 12 at -O3 warns falsely (-Wrestrict) on "literal" + std::string.
-std::string quoted(std::string_view text) {
-  std::string out;
-  out.reserve(text.size() + 2);
-  out += '"';
-  out.append(text);
-  out += '"';
-  return out;
 }
 
 }  // namespace

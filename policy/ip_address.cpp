@@ -5,6 +5,8 @@
 #include <charconv>
 #include <cstring>
 
+#include "policy/text.h"
+
 namespace smtpgate {
 
 namespace {
@@ -72,16 +74,6 @@ std::string format_v6(const std::array<uint8_t, 16>& b) {
     auto [end, ec] = std::to_chars(hex, hex + sizeof hex, groups[i], 16);
     out.append(hex, end);
   }
-  return out;
-}
-
-// Built by appending: GCC 12 at -O3 warns falsely (-Wrestrict) on "literal" + std::string.
-std::string quoted(std::string_view text) {
-  std::string out;
-  out.reserve(text.size() + 2);
-  out += '"';
-  out.append(text);
-  out += '"';
   return out;
 }
 

@@ -269,8 +269,7 @@ size_t Session::process_bytes(std::string_view in) {
         sasl_ = SaslStep::None;
         auth_failed_locally(line_of(replies::line_too_long()), true);
       } else {
-        reply(replies::line_too_long());
-        error_budget_spent();
+        reply_error(replies::line_too_long());
       }
       continue;
     }
@@ -296,8 +295,7 @@ void Session::handle_line(std::string_view line) {
 
 void Session::handle_command(const smtp::Command& cmd, std::string_view line) {
   if (!cmd.ok()) {
-    reply("501 5.5.4 Syntax error: " + std::string(cmd.error) + "\r\n");
-    error_budget_spent();
+    reply_error("501 5.5.4 Syntax error: " + std::string(cmd.error) + "\r\n");
     return;
   }
   switch (cmd.verb) {
@@ -349,21 +347,24 @@ void Session::handle_command(const smtp::Command& cmd, std::string_view line) {
       return;
     case Verb::Expn:
     case Verb::Bdat:
-      reply(kNotImpl);
-      error_budget_spent();
+      reply_error(kNotImpl);
       return;
     case Verb::Unknown:
-      reply(kUnknown);
-      error_budget_spent();
+      reply_error(kUnknown);
       return;
   }
 }
 
-bool Session::error_budget_spent() {
-  if (++errors_ < kMaxErrors) return false;
+void Session::reply_error(std::string_view text) {
+  reply(text);
+  // Each error reply counts; at the limit the client is told so and the session ends.
+  if (++errors_ < kMaxErrors) return;
   reply(kTooManyErrors);
   close_after_flush();
-  return true;
+}
+
+void Session::reply_error(const Reply& r) {
+  reply_error(line_of(r));
 }
 
 // ---------------------------------------------------------------- commands
@@ -416,19 +417,16 @@ bool Session::ensure_backend() {
 
 void Session::cmd_mail(const smtp::Command& cmd, std::string_view line) {
   if (!helo_seen_) {
-    reply(kNeedHelo);
-    error_budget_spent();
+    reply_error(kNeedHelo);
     return;
   }
   if (txn_.active) {
-    reply(kNestedMail);
-    error_budget_spent();
+    reply_error(kNestedMail);
     return;
   }
   auto sender = parse_mail_path(cmd.path);
   if (!sender) {
-    reply(kBadSender);
-    error_budget_spent();
+    reply_error(kBadSender);
     return;
   }
   const Policy& p = *policy_;
@@ -456,14 +454,12 @@ void Session::cmd_mail(const smtp::Command& cmd, std::string_view line) {
 
 void Session::cmd_rcpt(const smtp::Command& cmd, std::string_view line) {
   if (!txn_.active) {
-    reply(kNeedMail);
-    error_budget_spent();
+    reply_error(kNeedMail);
     return;
   }
   auto rcpt = parse_mail_path(cmd.path);
   if (!rcpt || rcpt->null) {
-    reply(kBadRcpt);
-    error_budget_spent();
+    reply_error(kBadRcpt);
     return;
   }
   Counters c;
@@ -481,8 +477,7 @@ void Session::cmd_rcpt(const smtp::Command& cmd, std::string_view line) {
 
 void Session::cmd_data() {
   if (!txn_.active) {
-    reply(txn_.rcpt_forwarded ? kNeedRcpt : kNeedMail);
-    error_budget_spent();
+    reply_error(txn_.rcpt_forwarded ? kNeedRcpt : kNeedMail);
     return;
   }
   if (txn_.rcpt_accepted == 0) {
@@ -520,18 +515,15 @@ void Session::cmd_quit() {
 
 void Session::cmd_starttls() {
   if (listener_.tls != TlsMode::StartTls || !config_->server_tls) {
-    reply(kTlsUnavailable);
-    error_budget_spent();
+    reply_error(kTlsUnavailable);
     return;
   }
   if (facts_.tls) {
-    reply(kTlsActive);
-    error_budget_spent();
+    reply_error(kTlsActive);
     return;
   }
   if (txn_.active) {
-    reply(kInTransaction);
-    error_budget_spent();
+    reply_error(kInTransaction);
     return;
   }
   reply(kTlsReady);
@@ -552,18 +544,15 @@ void Session::cmd_starttls() {
 
 void Session::cmd_auth(const smtp::Command& cmd) {
   if (!helo_seen_) {
-    reply(kNeedHelo);
-    error_budget_spent();
+    reply_error(kNeedHelo);
     return;
   }
   if (facts_.authenticated) {
-    reply(kAuthTwice);
-    error_budget_spent();
+    reply_error(kAuthTwice);
     return;
   }
   if (txn_.active) {
-    reply(kInTransaction);
-    error_budget_spent();
+    reply_error(kInTransaction);
     return;
   }
   const Policy& p = *policy_;
@@ -586,8 +575,7 @@ void Session::cmd_auth(const smtp::Command& cmd) {
   bool plain = smtp::iequals(cmd.auth_mechanism, "PLAIN");
   bool login = smtp::iequals(cmd.auth_mechanism, "LOGIN");
   if (!plain && !login) {
-    reply(kAuthMech);
-    error_budget_spent();
+    reply_error(kAuthMech);
     return;
   }
   if (plain) {
@@ -723,10 +711,7 @@ void Session::send_received_header() {
   h += "Received: from ";
   append_header_safe(h, helo_);
   h += peer_.ip.is_v4() ? " ([" : " ([IPv6:";
-  // client_text_ is "ip:port" or "[ip]:port": the address is what precedes the last colon.
-  std::string_view ip = std::string_view(client_text_).substr(0, client_text_.rfind(':'));
-  if (!ip.empty() && ip.front() == '[') ip = ip.substr(1, ip.size() - 2);
-  h += ip;
+  h += peer_.ip.to_string();  // an IPv4 text fits std::string's inline buffer
   h += "])\r\n\tby ";
   h += p.hostname;
   h += " (smtpgate) with ";
@@ -923,10 +908,7 @@ void Session::fill_slot(std::string_view text) {
     if (!slots_[i].ready) {
       if (i == slot_head_) {
         // The oldest reply owed (the usual case): straight to the client, no copy kept.
-        if (client_ && !finished_) {
-          client_->write(text);
-          bytes_out_ += text.size();
-        }
+        write_to_client(text);
         ++slot_head_;
         return;
       }
@@ -987,10 +969,13 @@ void Session::reply(std::string_view text) {
     slots_.push_back(std::move(s));
     return;
   }
-  if (client_ && !finished_) {
-    client_->write(text);
-    bytes_out_ += text.size();
-  }
+  write_to_client(text);
+}
+
+void Session::write_to_client(std::string_view text) {
+  if (!client_ || finished_) return;
+  client_->write(text);
+  bytes_out_ += text.size();
 }
 
 void Session::reply(const Reply& r) {
@@ -999,10 +984,7 @@ void Session::reply(const Reply& r) {
 
 void Session::flush_slots() {
   while (slot_head_ < slots_.size() && slots_[slot_head_].ready) {
-    if (client_ && !finished_) {
-      client_->write(slots_[slot_head_].text);
-      bytes_out_ += slots_[slot_head_].text.size();
-    }
+    write_to_client(slots_[slot_head_].text);
     ++slot_head_;
   }
   if (slot_head_ == slots_.size()) {

@@ -127,11 +127,13 @@ class Session final : public Connection::Handler,
   // replies
   void reply(std::string_view text);  // a complete reply line or lines, with CRLF
   void reply(const Reply& r);
+  void write_to_client(std::string_view text);  // queued; counted in bytes_out
   size_t add_backend_slot(BackendClient::Tag tag);
   void fill_slot(std::string_view text);
   void flush_slots();
   void flush();
-  bool error_budget_spent();
+  void reply_error(std::string_view text);  // a client error: replied and counted
+  void reply_error(const Reply& r);
 
   // backend
   bool ensure_backend();

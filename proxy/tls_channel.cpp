@@ -9,6 +9,8 @@
 #include <cassert>
 #include <utility>
 
+#include "proxy/tls_files.h"
+
 namespace smtpgate {
 namespace {
 
@@ -16,15 +18,6 @@ namespace {
 // memory BIOs hold at most a record or two however large the caller's buffers are.
 constexpr size_t kRecordPlain = 16384;           // TLS maximum plaintext per record
 constexpr size_t kFeedChunk = 16384 + 2048 + 5;  // TLS maximum ciphertext record
-
-std::string openssl_error(const std::string& what) {
-  unsigned long code = ERR_get_error();
-  ERR_clear_error();
-  if (code == 0) return what;
-  char buf[256];
-  ERR_error_string_n(code, buf, sizeof buf);
-  return what + ": " + buf;
-}
 
 using CtxPtr = std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)>;
 

@@ -6,7 +6,6 @@
 #include <memory>
 
 namespace smtpgate {
-namespace {
 
 std::string openssl_error(const std::string& what) {
   unsigned long code = ERR_get_error();
@@ -16,8 +15,6 @@ std::string openssl_error(const std::string& what) {
   ERR_error_string_n(code, buf, sizeof buf);
   return what + ": " + buf;
 }
-
-}  // namespace
 
 std::string check_tls_files(const TlsSettings& tls) {
   std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_server_method()),

@@ -11,4 +11,7 @@ namespace smtpgate {
 // Returns "" when usable, else an OpenSSL-derived message.
 std::string check_tls_files(const TlsSettings& tls);
 
+// `what`, followed by OpenSSL's first queued error if there is one; clears the queue.
+std::string openssl_error(const std::string& what);
+
 }  // namespace smtpgate

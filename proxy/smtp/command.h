@@ -99,6 +99,10 @@ struct Command {
 // * AUTH needs a mechanism and takes at most one initial response.
 Command parse_command(std::string_view line);
 
+// An unsigned decimal as SMTP writes sizes (SIZE=, BDAT, the EHLO SIZE keyword): digits
+// only, no sign, no overflow.
+std::optional<uint64_t> parse_u64(std::string_view s);
+
 // ASCII case-insensitive comparison, for verbs, keywords and mechanism names.
 using smtpgate::iequals;
 

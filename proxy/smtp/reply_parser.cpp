@@ -1,7 +1,9 @@
 #include "proxy/smtp/reply_parser.h"
 
+#include <algorithm>
 #include <cstring>
-#include <limits>
+#include <iterator>
+#include <utility>
 
 #include "proxy/smtp/command.h"
 
@@ -121,30 +123,22 @@ EhloCapabilities parse_ehlo_capabilities(const BackendReply& reply) {
       if (iequals(m, "LOGIN")) caps.auth_login = true;
     };
 
-    if (iequals(keyword, "STARTTLS")) {
-      caps.starttls = true;
-    } else if (iequals(keyword, "PIPELINING")) {
-      caps.pipelining = true;
-    } else if (iequals(keyword, "8BITMIME")) {
-      caps.eight_bit_mime = true;
-    } else if (iequals(keyword, "SMTPUTF8")) {
-      caps.smtputf8 = true;
-    } else if (iequals(keyword, "CHUNKING")) {
-      caps.chunking = true;
-    } else if (iequals(keyword, "ENHANCEDSTATUSCODES")) {
-      caps.enhanced_status_codes = true;
+    // Keywords that are just present or not.
+    static constexpr std::pair<std::string_view, bool EhloCapabilities::*> kFlags[] = {
+        {"STARTTLS", &EhloCapabilities::starttls},
+        {"PIPELINING", &EhloCapabilities::pipelining},
+        {"8BITMIME", &EhloCapabilities::eight_bit_mime},
+        {"SMTPUTF8", &EhloCapabilities::smtputf8},
+        {"CHUNKING", &EhloCapabilities::chunking},
+        {"ENHANCEDSTATUSCODES", &EhloCapabilities::enhanced_status_codes},
+    };
+    auto flag = std::find_if(std::begin(kFlags), std::end(kFlags),
+                             [&](const auto& f) { return iequals(keyword, f.first); });
+    if (flag != std::end(kFlags)) {
+      caps.*(flag->second) = true;
     } else if (iequals(keyword, "SIZE")) {
       caps.size = true;
-      uint64_t v = 0;
-      bool ok = !rest.empty();
-      for (char c : rest) {
-        if (!is_digit(c) || v > (std::numeric_limits<uint64_t>::max() - 9) / 10) {
-          ok = false;
-          break;
-        }
-        v = v * 10 + static_cast<uint64_t>(c - '0');
-      }
-      caps.size_limit = ok ? v : 0;
+      caps.size_limit = parse_u64(rest).value_or(0);
     } else if (iequals(keyword, "AUTH") ||
                (keyword.size() > 5 && iequals(keyword.substr(0, 5), "AUTH="))) {
       caps.auth = true;

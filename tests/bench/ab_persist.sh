@@ -14,18 +14,12 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${BINARY:-$root/build-bench/smtpgate}
 reps=${1:-5}
 msgs=${MSGS:-20000}
-work=$(mktemp -d /tmp/smtpgate-ab.XXXXXX)
+W=$(mktemp -d /tmp/smtpgate-ab.XXXXXX)
+work=$W
 [ -x "$bin" ] || { echo "build first: no $bin (cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release)" >&2; exit 1; }
-for p in 2546 2623 2624 2625 2681; do
-  if ss -Hltn "sport = :$p" | grep -q .; then echo "port $p busy" >&2; exit 1; fi
-done
-
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+# shellcheck source=tests/bench/lib.sh
+. "$root/tests/bench/lib.sh"
+require_free_ports 2546 2623 2624 2625 2681
 
 policy() {  # port log-path
   sed -e "s#127.0.0.1:2603#127.0.0.1:$1#" -e "s#127.0.0.1:2526#127.0.0.1:2546#" \
@@ -54,20 +48,7 @@ smtp-sink -u nobody -m 512 127.0.0.1:2546 1024 >"$work/sink.log" 2>&1 & pids+=($
 "$bin" run -c "$work/null.json" >"$work/gw-null.out" 2>&1 & gw_null=$!; pids+=($gw_null)
 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" -g 'daemon off;' \
   >"$work/nginx.out" 2>&1 & ngx=$!; pids+=($ngx)
-for p in 2546 2623 2624 2625; do
-  for _ in $(seq 100); do ss -Hltn "sport = :$p" | grep -q . && break; sleep 0.1; done
-done
-
-ticks() {  # utime+stime of the given processes and their threads, in clock ticks
-  local t=0 f a
-  for f in "$@"; do
-    for a in /proc/"$f"/task/*/stat; do
-      read -r -a s <"$a"
-      t=$((t + s[13] + s[14]))
-    done
-  done
-  echo "$t"
-}
+for p in 2546 2623 2624 2625; do wait_port "$p"; done
 
 hz=$(getconf CLK_TCK)
 declare -A res

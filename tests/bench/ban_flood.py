@@ -38,23 +38,13 @@ import socket
 import sys
 import time
 
+from smtp_reply import read_reply
+
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 
 def loopback(ip):
     return ip.startswith("127.")
-
-
-def read_reply(sock, buf=b""):
-    while True:
-        while b"\r\n" in buf:
-            line, buf = buf.split(b"\r\n", 1)
-            if len(line) < 4 or line[3:4] != b"-":
-                return line[:3].decode("ascii", "replace"), buf
-        d = sock.recv(4096)
-        if not d:
-            raise ConnectionError("EOF")
-        buf += d
 
 
 def probe(a):

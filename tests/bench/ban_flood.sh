@@ -54,44 +54,13 @@ mkdir -p "$W"
 [[ $reps =~ ^[0-9]+$ && $reps -ge 1 && $reps -le 10 ]] || { echo "REPS 1..10" >&2; exit 2; }
 [[ $flood_total =~ ^[0-9]+$ && $flood_total -le 100000 ]] || { echo "FLOOD_TOTAL <= 100000" >&2; exit 2; }
 [[ $legit_msgs =~ ^[0-9]+$ && $legit_msgs -le 50000 ]] || { echo "LEGIT_MSGS <= 50000" >&2; exit 2; }
-for p in $gw_port $sink_port; do
-  if ss -Hltn "sport = :$p" | grep -q .; then echo "port $p busy; set GW_PORT/SINK_PORT" >&2; exit 1; fi
-done
+# shellcheck source=tests/bench/lib.sh
+. "$here/lib.sh"
+PORT_HINT="set GW_PORT/SINK_PORT" require_free_ports "$gw_port" "$sink_port"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 CLK_TCK=$(getconf CLK_TCK)
 FAILED=0
 
-pids=()
-stop_pid() {   # TERM, wait up to 5 s, then KILL; only PIDs this script started
-  local p=$1 i
-  kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null || true; return 0; }
-  kill -TERM "$p" 2>/dev/null || true
-  for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
-forget_pid() {   # a reaped PID must not be signalled later (it may be reused)
-  local p keep=()
-  for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-  pids=("${keep[@]}")
-}
-cleanup() {
-  local rc=$? p
-  for p in "${pids[@]}"; do stop_pid "$p"; done
-  echo "stopped: ${pids[*]:-none}; work dir: $W" >&2
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_port() {
-  local i
-  for i in $(seq 100); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.1; done
-  echo "port $1 did not open" >&2; return 1
-}
-ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12+$13}'; }
-rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
-nfds() { ls "/proc/$1/fd" | wc -l; }
 now() { date +%s.%N; }
 calc() { awk "BEGIN{printf \"$1\", $2}"; }
 

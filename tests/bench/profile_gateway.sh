@@ -25,39 +25,24 @@ esac
 sink_port=${SINK_PORT:-2546}
 gw_port=${GW_PORT:-2623}
 work=${WORK:-$(mktemp -d /tmp/smtpgate-profile.XXXXXX)}
+W=$work
 mkdir -p "$work"
 [ -x "$bin" ] || { echo "build first: no $bin" >&2; exit 1; }
 
-for p in $sink_port $gw_port; do
-  if ss -Hltn "sport = :$p" | grep -q .; then echo "port $p busy" >&2; exit 1; fi
-done
+# shellcheck source=tests/bench/lib.sh
+. "$root/tests/bench/lib.sh"
+require_free_ports "$sink_port" "$gw_port"
 
 sed -e "s#127.0.0.1:2603#127.0.0.1:$gw_port#" -e "s#127.0.0.1:2526#127.0.0.1:$sink_port#" \
     -e "s#/tmp/smtpgate-bench.log#$work/gateway.log#" \
     "$root/tests/bench/gateway-bench.json" >"$work/policy.json"
-
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-wait_port() {
-  local i
-  for i in $(seq 300); do
-    ss -Hltn "sport = :$1" | grep -q . && return 0
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2; return 1
-}
 
 smtp-sink -u nobody -m 512 "127.0.0.1:$sink_port" 256 >"$work/sink.log" 2>&1 &
 pids+=($!)
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/callgrind.out" \
   "$bin" run -c "$work/policy.json" >"$work/valgrind.log" 2>&1 &
 gw=$!; pids+=($gw)
-wait_port "$sink_port"; wait_port "$gw_port"
+wait_port "$sink_port"; wait_port "$gw_port" 300  # valgrind starts slowly
 callgrind_control -i on "$gw" >/dev/null
 
 echo "load: smtp-source $args -m $m -> 127.0.0.1:$gw_port (under callgrind, slow)" >&2

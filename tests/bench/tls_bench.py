@@ -25,6 +25,8 @@ import sys
 import threading
 import time
 
+from smtp_reply import read_reply
+
 
 def client_ctx(tls_max=None):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -33,19 +35,6 @@ def client_ctx(tls_max=None):
     if tls_max == "1.2":
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     return ctx
-
-
-def read_reply(sock, buf=b""):
-    """Reads one complete SMTP reply (possibly multi-line); returns (code, rest)."""
-    while True:
-        while b"\r\n" in buf:
-            line, buf = buf.split(b"\r\n", 1)
-            if len(line) < 4 or line[3:4] != b"-":
-                return line[:3].decode("ascii", "replace"), buf
-        d = sock.recv(4096)
-        if not d:
-            raise ConnectionError("EOF before reply")
-        buf += d
 
 
 def cpu_self_and_children():

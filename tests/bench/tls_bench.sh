@@ -47,38 +47,13 @@ W=${WORK:-$(mktemp -d /tmp/smtpgate-tlsbench.XXXXXX)}
 mkdir -p "$W"
 [ -x "$bin" ] || { echo "no binary at $bin (build first, see README.md)" >&2; exit 1; }
 [[ $reps =~ ^[0-9]+$ && $reps -ge 1 && $reps -le 20 ]] || { echo "REPS 1..20" >&2; exit 2; }
-for p in $tls_port $plain_port $sink_port $([ "$use_hap" = 1 ] && echo "$hap_tls_port $hap_plain_port"); do
-  if ss -Hltn "sport = :$p" | grep -q .; then echo "port $p busy; set TLS_PORT/PLAIN_PORT/SINK_PORT" >&2; exit 1; fi
-done
+# shellcheck source=tests/bench/lib.sh
+. "$here/lib.sh"
+# shellcheck disable=SC2046
+PORT_HINT="set TLS_PORT/PLAIN_PORT/SINK_PORT" require_free_ports "$tls_port" "$plain_port" \
+  "$sink_port" $([ "$use_hap" = 1 ] && echo "$hap_tls_port $hap_plain_port")
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 CLK_TCK=$(getconf CLK_TCK)
-
-pids=()
-stop_pid() {   # TERM, wait up to 5 s, then KILL; only PIDs this script started
-  local p=$1 i
-  kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null || true; return 0; }
-  kill -TERM "$p" 2>/dev/null || true
-  for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
-cleanup() {
-  local rc=$? p
-  for p in "${pids[@]}"; do stop_pid "$p"; done
-  echo "stopped: ${pids[*]:-none}; work dir: $W" >&2
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_port() {
-  local i
-  for i in $(seq 100); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.1; done
-  echo "port $1 did not open" >&2; return 1
-}
-ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12+$13}'; }
-rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
-nfds() { ls "/proc/$1/fd" | wc -l; }
 
 # ---------------------------------------------------------------- certificate + policy
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz/cuts.h"
+
 #include "proxy/smtp/body_filter.h"
 
 namespace smtpgate::fuzz {
@@ -89,19 +91,9 @@ inline std::string check_body_filter(BareNewline mode, uint64_t max_bytes, std::
   using Status = smtp::BodyFilter::Status;
   const BodyRun whole = run_body_filter(mode, max_bytes, input, {});
 
-  std::vector<size_t> bytes;
-  for (size_t i = 1; i < input.size(); ++i) bytes.push_back(i);
-  if (!(run_body_filter(mode, max_bytes, input, bytes) == whole)) return "byte-at-a-time differs";
-  std::vector<size_t> cuts;
-  uint32_t x = seed | 1;
-  for (size_t at = 0;;) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    at += 1 + x % 7;
-    if (at >= input.size()) break;
-    cuts.push_back(at);
-  }
+  if (!(run_body_filter(mode, max_bytes, input, every_byte(input.size())) == whole))
+    return "byte-at-a-time differs";
+  const std::vector<size_t> cuts = random_cuts(input.size(), seed, 7);
   if (!(run_body_filter(mode, max_bytes, input, cuts) == whole)) return "chunked differs";
 
   if (whole.consumed > input.size()) return "consumed too much";

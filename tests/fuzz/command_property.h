@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz/cuts.h"
+
 #include "proxy/smtp/command.h"
 #include "proxy/smtp/line_reader.h"
 
@@ -89,20 +91,10 @@ inline std::string check_command_stream(std::string_view input, size_t limit, ui
   std::string why;
   const auto whole = read_commands(input, {}, limit, why);
   if (!why.empty()) return why;
-  std::vector<size_t> bytes;
-  for (size_t i = 1; i < input.size(); ++i) bytes.push_back(i);
-  if (read_commands(input, bytes, limit, why) != whole) return "byte-at-a-time differs";
+  if (read_commands(input, every_byte(input.size()), limit, why) != whole)
+    return "byte-at-a-time differs";
   if (!why.empty()) return why;
-  std::vector<size_t> cuts;
-  uint32_t x = seed | 1;
-  for (size_t at = 0;;) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    at += 1 + x % 11;
-    if (at >= input.size()) break;
-    cuts.push_back(at);
-  }
+  const std::vector<size_t> cuts = random_cuts(input.size(), seed, 11);
   if (read_commands(input, cuts, limit, why) != whole) return "chunked differs";
   return why;
 }
