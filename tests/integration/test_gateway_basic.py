@@ -335,6 +335,27 @@ class BackendFailureTest(GatewayTestCase):
         self.assertEqual(r.enhanced, "4.4.1", r)
         self.assertLess(time.monotonic() - t0, 10)
 
+    def test_backend_reply_timeout_gives_421(self):
+        # The backend takes 4 s to answer the final dot; backend_reply is 1 s. The client gets
+        # 421 after about a second, never the backend's late 250. Earlier commands in the
+        # same session move the deadline: it must count from the dot, not from MAIL.
+        self.backend_options = {"data_delay": 4}
+        self.start(timeouts={"backend_reply": "1s"})
+        c = self.client()
+        self.assertReply(c.command("MAIL FROM:<a@other.example>"), 250)
+        time.sleep(0.6)
+        self.assertReply(c.command("RCPT TO:<user@example.com>"), 250)
+        time.sleep(0.6)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(dot_stuff(message("slow")) + b".\r\n")
+        t0 = time.monotonic()
+        r = c.read_reply(timeout=10)
+        waited = time.monotonic() - t0
+        self.assertReply(r, 421, "4.4.1")
+        self.assertGreater(waited, 0.8)
+        self.assertLess(waited, 3.0)
+        self.gw.wait_for_log(event="error", component="backend")
+
     def test_backend_rejecting_data_is_relayed(self):
         self.backend_options = {"data_reply": "554 5.7.1 rejected by content filter"}
         self.start()
