@@ -70,4 +70,20 @@ Reply idle_timeout(std::string_view hostname) {
   return make(421, "4.4.2 " + std::string(hostname) + " timeout", true);
 }
 
+Reply sync_error() {
+  return make(554, "5.5.0 Error: SMTP protocol synchronization", true);
+}
+Reply too_many_junk() {
+  return make(421, "4.7.0 Error: too many junk commands", true);
+}
+Reply bdat_refused() {
+  return make(502, "5.5.1 Error: command not implemented", true);
+}
+Reply smtputf8_required() {
+  return make(553, "5.6.7 Must declare SMTPUTF8 to send unicode address");
+}
+Reply backend_protocol_error() {
+  return make(451, "4.3.0 Error: backend protocol error");
+}
+
 }  // namespace smtpgate::replies

@@ -26,5 +26,11 @@ Reply message_too_big();           // 552 5.3.4 Message size exceeds fixed limit
 Reply line_too_long();             // 500 5.5.2 Line too long
 Reply bare_lf();                   // 521 5.5.2 bare <LF> received, close
 Reply idle_timeout(std::string_view hostname);  // 421 4.4.2 <hostname> timeout, close
+// Hostile and broken peers (SPEC §3).
+Reply sync_error();              // 554 5.5.0 Error: SMTP protocol synchronization, close
+Reply too_many_junk();           // 421 4.7.0 Error: too many junk commands, close
+Reply bdat_refused();            // 502 5.5.1 Error: command not implemented, close
+Reply smtputf8_required();       // 553 5.6.7 Must declare SMTPUTF8 to send unicode address
+Reply backend_protocol_error();  // 451 4.3.0 Error: backend protocol error
 
 }  // namespace smtpgate::replies

@@ -145,6 +145,8 @@ void BackendClient::set_deadline(std::chrono::milliseconds after) {
 }
 
 void BackendClient::on_data(Connection&, std::string_view data) {
+  // During the handshake each step owes one reply; once ready, the commands already written.
+  chunk_owed_ = state_ == State::Ready ? pending_.size() : 1;
   while (!data.empty()) {
     auto r = parser_.feed(data);
     data.remove_prefix(r.consumed);
@@ -169,6 +171,22 @@ void BackendClient::on_data(Connection&, std::string_view data) {
 }
 
 void BackendClient::handle_reply(const smtp::BackendReply& r) {
+  switch (state_) {
+    case State::Idle:
+    case State::Connecting:
+    case State::TlsHandshake:
+      return;
+    default:
+      break;
+  }
+  if (chunk_owed_ == 0) {
+    // E.g. a second reply to EHLO, or a 250 in the same write as the 354 to DATA (before the
+    // gateway could have sent the final dot): never taken as the answer to a later command.
+    fail("reply out of turn: " + first_line(r), true);
+    return;
+  }
+  --chunk_owed_;
+  if (state_ != State::Ready) chunk_owed_ = 0;  // what follows answers what is written now
   switch (state_) {
     case State::Idle:
     case State::Connecting:
@@ -243,10 +261,16 @@ void BackendClient::handle_reply(const smtp::BackendReply& r) {
     return;
   }
   if (pending_.front() == Tag::Auth && r.code == 334) {
+    chunk_owed_ = 0;  // the next reply answers the line written now
     handle_auth_reply(r);
     return;
   }
   Tag tag = pending_.front();
+  if (!smtp::reply_fits(tag, r.code)) {
+    fail("unexpected reply to " + std::string(smtp::to_string(tag)) + ": " + first_line(r), true);
+    return;
+  }
+  if (tag == Tag::Data && r.code == 354) chunk_owed_ = 0;  // only the final dot is answered next
   pending_.pop_front();
   last_reply_seconds_ = static_cast<double>(LoopClock::now_ns() - waiting_since_ns_) / 1e9;
   if (tag == Tag::Auth) {

@@ -12,6 +12,7 @@
 #include "proxy/connection.h"
 #include "proxy/fifo.h"
 #include "proxy/proxy_protocol.h"
+#include "proxy/smtp/reply_check.h"
 #include "proxy/smtp/reply_parser.h"
 #include "proxy/timer.h"
 
@@ -19,8 +20,9 @@ namespace smtpgate {
 
 class BackendClient final : public Connection::Handler, public Timer::Handler {
  public:
-  // What a reply answers; the session decides what to do with it.
-  enum class Tag : uint8_t { Mail, Rcpt, Data, DataEnd, Rset, Auth };
+  // What a reply answers; the session decides what to do with it. Every reply is checked
+  // against its command (smtp::reply_fits) before the session sees it.
+  using Tag = smtp::BackendCommand;
 
   class Events {
    public:
@@ -149,6 +151,9 @@ class BackendClient final : public Connection::Handler, public Timer::Handler {
   bool tls_up_ = false;
   bool hold_flush_ = false;  // see write_body_held
   bool drop_rest_ = false;   // after the backend's 220 to STARTTLS: ignore bytes sent in clear
+  // Replies the bytes being read may still hold: those owed when they arrived. A reply beyond
+  // that answers a command written after it was sent, so it was sent out of turn.
+  size_t chunk_owed_ = 0;
   std::string ehlo_name_;
   std::chrono::milliseconds connect_timeout_{10000}, reply_timeout_{300000};
 };

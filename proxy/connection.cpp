@@ -60,6 +60,15 @@ void Connection::pause_reading() {
   reading_ = false;
 }
 
+size_t Connection::peek(char* buf, size_t n) const {
+  if (fd_ < 0 || connecting_) return 0;
+  ssize_t got;
+  do {
+    got = ::recv(fd_, buf, n, MSG_PEEK | MSG_DONTWAIT);
+  } while (got < 0 && errno == EINTR);
+  return got > 0 ? static_cast<size_t>(got) : 0;
+}
+
 void Connection::on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
   static char shared[kReadBufferSize];
   buf->base = shared;

@@ -52,6 +52,10 @@ class Connection {
   void flush();
   size_t queued_bytes() const { return out_.size() + inflight_.size() + plain_.size(); }
 
+  // Up to `n` bytes the peer has sent and nobody has read yet, copied without consuming them;
+  // 0 when there are none (or on error). Plaintext connections only.
+  size_t peek(char* buf, size_t n) const;
+
   // From now on bytes read are decrypted and bytes written encrypted. Whatever was queued
   // before goes out in the clear first (the "220 Ready to start TLS").
   void start_tls(std::shared_ptr<const TlsContext> context);

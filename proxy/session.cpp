@@ -43,6 +43,12 @@ constexpr std::string_view kShuttingDown =
 constexpr std::string_view kBadSender = "501 5.1.7 Bad sender address syntax\r\n";
 constexpr std::string_view kBadRcpt = "501 5.1.3 Bad recipient address syntax\r\n";
 
+// A refused client on an implicit-TLS listener gets this long for its handshake.
+constexpr std::chrono::milliseconds kRefusalHandshakeTime{10000};
+// Client-supplied parts of the Received: header are cut to this (a domain's maximum length),
+// so no header line comes near RFC 5322's 998 octets.
+constexpr size_t kMaxHeaderPart = 255;
+
 std::string line_of(const Reply& r) {
   return r.line() + "\r\n";
 }
@@ -63,10 +69,10 @@ Endpoint endpoint_of(const sockaddr_storage& ss) {
   return e;
 }
 
-// Client-supplied text going into a header: printable ASCII only.
+// Client-supplied text going into a header: printable ASCII only, at most kMaxHeaderPart.
 void append_header_safe(std::string& out, std::string_view s) {
   size_t at = out.size();
-  out.append(s);
+  out.append(s.substr(0, kMaxHeaderPart));
   for (size_t i = at; i < out.size(); ++i) {
     char c = out[i];
     if (c <= 32 || c >= 127 || c == '(' || c == ')') out[i] = '?';
@@ -132,16 +138,17 @@ void Session::start(uv_stream_t* server) {
                                          ? RefusedReason::Rate
                                          : RefusedReason::Limit);
     log_decision(*refusal);
-    reply(refusal->reply);
-    close_after_flush("refused");
-    flush();
+    refuse_at_connect(line_of(refusal->reply));
     return;
   }
-  if (Decision d = engine::connect(p, facts_); apply(d)) {
-    gw_.metrics().connection_refused(d.rule == "ban" ? RefusedReason::Ban : RefusedReason::Access);
-    close_after_flush("refused");
-    flush();
-    return;
+  if (Decision d = engine::connect(p, facts_); !d.allowed()) {
+    log_decision(d);
+    if (d.enforced) {
+      gw_.metrics().connection_refused(d.rule == "ban" ? RefusedReason::Ban
+                                                       : RefusedReason::Access);
+      refuse_at_connect(line_of(d.reply));
+      return;
+    }
   }
   arm_command_timer();
   if (listener_.tls == TlsMode::Implicit) {
@@ -150,14 +157,77 @@ void Session::start(uv_stream_t* server) {
   } else {
     greet();
   }
-  client_->start_reading();
+  if (client_ && !close_when_flushed_) client_->start_reading();
+}
+
+void Session::refuse_at_connect(std::string text) {
+  if (listener_.tls == TlsMode::Implicit && config_->server_tls) {
+    // RFC 8314: a client of an implicit-TLS port speaks TLS first. A plaintext refusal would
+    // reach it as a TLS error; after the handshake it reads "access denied".
+    refusal_after_tls_ = std::move(text);
+    set_deadline(
+        std::min<std::chrono::milliseconds>(policy_->timeouts.command, kRefusalHandshakeTime));
+    client_->start_tls(config_->server_tls);
+    client_->start_reading();
+    return;
+  }
+  reply(text);
+  close_after_flush("refused");
+  flush();
 }
 
 void Session::greet() {
+  if (check_pregreet()) return;
   reply("220 " + policy_->hostname + " ESMTP\r\n");
   flush();
 }
 
+bool Session::check_pregreet() {
+  // Input already waiting when the greeting is due was sent before the client could have
+  // read it: the classic bot signal (postscreen's pregreet test, Exim's synchronisation
+  // check). Implicit TLS greets after the handshake, where the check does not apply.
+  if (listener_.tls == TlsMode::Implicit) return false;
+  char early[8];
+  const size_t n = client_->peek(early, sizeof early);
+  if (n == 0) return false;
+  if (smtp::looks_like_http(std::string_view(early, n))) {
+    refuse_protocol(Stage::Connect, "protocol.http", "HTTP request on an SMTP port", Reply{},
+                    "http_request");
+  } else {
+    refuse_protocol(Stage::Connect, "protocol.sync", "client talked before the greeting",
+                    replies::sync_error(), "protocol_sync");
+  }
+  return true;
+}
+
+void Session::refuse_protocol(Stage stage, std::string_view rule, std::string_view reason,
+                              const Reply& r, std::string_view state) {
+  Decision d;
+  d.stage = stage;
+  d.rule = rule;
+  d.verdict = Verdict::Reject;
+  d.reason = std::string(reason);
+  d.reply = r;
+  log_decision(d);
+  // The session ends here: replies still owed are dropped and an unfinished transaction is
+  // abandoned at the backend (closed before any final dot).
+  if (txn_.active || replies_pending() > 0 || phase_ == Phase::Data) {
+    backend_.abort();
+  } else {
+    backend_.quit();
+  }
+  slots_.clear();
+  slot_head_ = 0;
+  slot_bytes_ = 0;
+  has_deferred_ = false;
+  blocked_ = false;
+  body_.reset();
+  data_answered_ = false;
+  reset_transaction();
+  phase_ = Phase::Command;
+  if (r.code != 0) reply(r);
+  close_after_flush(state);
+}
 void Session::on_tls_ready(Connection& c) {
   facts_.tls = true;
   tls_version_ = c.tls()->version();
@@ -166,6 +236,12 @@ void Session::on_tls_ready(Connection& c) {
       .str("tls_version", tls_version_)
       .str("tls_cipher", tls_cipher_)
       .write();
+  if (!refusal_after_tls_.empty()) {
+    reply(refusal_after_tls_);
+    close_after_flush("refused");
+    flush();
+    return;
+  }
   arm_command_timer();
   if (listener_.tls == TlsMode::Implicit) greet();
 }
@@ -230,26 +306,69 @@ void Session::suspend_deadline() {
 
 void Session::on_data(Connection&, std::string_view data) {
   bytes_in_ += data.size();
+  if (phase_ != Phase::Closing) {
+    if (auto stage = awaiting_sync_reply()) {
+      // RFC 2920: nothing may follow EHLO/HELO or DATA before their reply.
+      refuse_protocol(*stage, "protocol.sync",
+                      *stage == Stage::Data ? "client sent data before the reply to DATA"
+                                            : "client sent data before the reply to EHLO/HELO",
+                      replies::sync_error(), "protocol_sync");
+      flush();
+      return;
+    }
+  }
   if (input_.empty() && !blocked_) {
     size_t used = process_bytes(data);
     if (used < data.size() && !finished_) input_.assign(data.substr(used));
   } else {
     input_.append(data);
-    if (!blocked_) process();  // held bytes go first; normally only while blocked
   }
-  if (input_.size() > kMaxHeldInput && client_) client_->pause_reading();
-  flush();
+  pump();
 }
 
-void Session::process() {
-  if (input_.empty() || finished_) return;
+size_t Session::process() {
+  if (input_.empty() || finished_ || blocked_) return 0;
   size_t used = process_bytes(input_);
-  if (finished_) return;
+  if (finished_) return used;
   input_.erase(0, used);
-  if (input_.size() <= kMaxHeldInput && client_ && !close_when_flushed_ &&
-      backend_.queued_bytes() < kMaxBackendQueue)
-    client_->start_reading();
   if (input_.capacity() > 4096 && input_.empty()) std::string().swap(input_);
+  return used;
+}
+
+void Session::pump() {
+  // Held input runs while the client keeps up with its replies: processing stops when the
+  // owed output passes its bound and goes on once the kernel has taken it.
+  for (;;) {
+    size_t used = process();
+    flush();
+    if (finished_ || used == 0 || input_.empty() || blocked_ || close_when_flushed_ ||
+        output_full())
+      break;
+  }
+  update_reading();
+}
+
+bool Session::output_full() const {
+  return slot_bytes_ + (client_ ? client_->queued_bytes() : 0) > kMaxOwedOutput;
+}
+
+void Session::update_reading() {
+  if (!client_ || finished_) return;
+  const bool backend_full = phase_ == Phase::Data && backend_.queued_bytes() > kMaxBackendQueue;
+  if (close_when_flushed_ || input_.size() > kMaxHeldInput || output_full() || backend_full) {
+    client_->pause_reading();
+  } else {
+    client_->start_reading();
+  }
+}
+
+std::optional<Stage> Session::awaiting_sync_reply() const {
+  if (has_deferred_ && deferred_ == Verb::Data) return Stage::Data;
+  for (size_t i = slot_head_; i < slots_.size(); ++i) {
+    // A ready sync slot is the gateway's own EHLO/HELO reply; DATA's waits for the backend.
+    if (slots_[i].sync) return slots_[i].ready ? Stage::Helo : Stage::Data;
+  }
+  return std::nullopt;
 }
 
 size_t Session::process_bytes(std::string_view in) {
@@ -259,6 +378,8 @@ size_t Session::process_bytes(std::string_view in) {
       handle_body(in);
       continue;
     }
+    // A client that does not read its replies gets no more of them.
+    if (output_full() || replies_pending() >= kMaxPendingReplies) break;
     size_t limit = phase_ == Phase::Sasl ? smtp::kMaxSaslLine : smtp::kMaxCommandLine;
     auto r = reader_.feed(in, limit);
     in.remove_prefix(r.consumed);
@@ -273,7 +394,7 @@ size_t Session::process_bytes(std::string_view in) {
       }
       continue;
     }
-    handle_line(r.line);
+    handle_line(r.line, !in.empty());
     if (discard_input_) {
       // Anything pipelined after STARTTLS was sent in the clear: drop it unread.
       discard_input_ = false;
@@ -284,16 +405,93 @@ size_t Session::process_bytes(std::string_view in) {
   return start - in.size();
 }
 
-void Session::handle_line(std::string_view line) {
+void Session::handle_line(std::string_view line, bool more_input) {
   if (phase_ == Phase::Sasl) {
     handle_sasl_line(line);
     return;
   }
+  if (!first_line_seen_) {
+    first_line_seen_ = true;
+    if (smtp::looks_like_http(line)) {
+      // A web client or an open-proxy scanner: no SMTP reply, just the close.
+      refuse_protocol(Stage::Connect, "protocol.http", "HTTP request on an SMTP port", Reply{},
+                      "http_request");
+      return;
+    }
+  }
   smtp::Command cmd = smtp::parse_command(line);
-  handle_command(cmd, line);
+  handle_command(cmd, line, more_input);
 }
 
-void Session::handle_command(const smtp::Command& cmd, std::string_view line) {
+namespace {
+
+Stage stage_of(Verb v) {
+  switch (v) {
+    case Verb::Helo:
+    case Verb::Ehlo:
+      return Stage::Helo;
+    case Verb::Mail:
+      return Stage::Mail;
+    case Verb::Rcpt:
+      return Stage::Rcpt;
+    case Verb::Data:
+    case Verb::Bdat:
+      return Stage::Data;
+    case Verb::Rset:
+      return Stage::Rset;
+    case Verb::Quit:
+      return Stage::Quit;
+    case Verb::Auth:
+      return Stage::Auth;
+    case Verb::StartTls:
+      return Stage::StartTls;
+    default:
+      return Stage::Helo;  // NOOP, HELP, VRFY, EXPN, unknown: between the stages
+  }
+}
+
+bool is_junk(Verb v) {
+  switch (v) {
+    case Verb::Noop:
+    case Verb::Rset:
+    case Verb::Help:
+    case Verb::Vrfy:
+    case Verb::Ehlo:
+    case Verb::Helo:
+    case Verb::Unknown:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+void Session::handle_command(const smtp::Command& cmd, std::string_view line, bool more_input) {
+  if (cmd.verb == Verb::Bdat) {
+    // CHUNKING is not offered: the chunk that follows is message data, never read as commands.
+    refuse_protocol(Stage::Data, "protocol.bdat", "BDAT without CHUNKING", replies::bdat_refused(),
+                    "closed");
+    return;
+  }
+  // RFC 2920: EHLO/HELO and DATA end a pipelined group, and without EHLO there is no
+  // pipelining at all. STARTTLS keeps its own rule: what follows it is discarded unread.
+  const bool sync_point = cmd.verb == Verb::Ehlo || cmd.verb == Verb::Helo ||
+                          cmd.verb == Verb::Data || (!esmtp_ && cmd.verb != Verb::StartTls);
+  if (more_input && sync_point) {
+    refuse_protocol(stage_of(cmd.verb), "protocol.sync",
+                    esmtp_ ? "commands pipelined after " + std::string(smtp::to_string(cmd.verb))
+                           : std::string("pipelining without EHLO"),
+                    replies::sync_error(), "protocol_sync");
+    return;
+  }
+  if (is_junk(cmd.verb) && ++junk_ > kMaxJunkCommands) {
+    refuse_protocol(stage_of(cmd.verb), "protocol.junk",
+                    "more than " + std::to_string(kMaxJunkCommands) +
+                        " NOOP/RSET/HELP/VRFY/EHLO/unknown commands without a transaction",
+                    replies::too_many_junk(), "closed");
+    return;
+  }
   if (!cmd.ok()) {
     reply_error("501 5.5.4 Syntax error: " + std::string(cmd.error) + "\r\n");
     return;
@@ -346,7 +544,7 @@ void Session::handle_command(const smtp::Command& cmd, std::string_view line) {
       cmd_auth(cmd);
       return;
     case Verb::Expn:
-    case Verb::Bdat:
+    case Verb::Bdat:  // refused above
       reply_error(kNotImpl);
       return;
     case Verb::Unknown:
@@ -378,7 +576,7 @@ void Session::cmd_helo(const smtp::Command& cmd, bool esmtp) {
   reset_transaction();
   const Policy& p = *policy_;
   if (!esmtp) {
-    reply("250 " + p.hostname + "\r\n");
+    reply("250 " + p.hostname + "\r\n", true);
     return;
   }
   std::string r = "250-" + p.hostname + "\r\n250-PIPELINING\r\n250-SIZE " +
@@ -390,7 +588,7 @@ void Session::cmd_helo(const smtp::Command& cmd, bool esmtp) {
   bool tls_ok = facts_.tls || !p.submission.require_tls;
   if (auth_possible && tls_ok) r += "250-AUTH PLAIN LOGIN\r\n";
   r += "250 SMTPUTF8\r\n";
-  reply(r);
+  reply(r, true);
 }
 
 void Session::cmd_rset() {
@@ -429,6 +627,11 @@ void Session::cmd_mail(const smtp::Command& cmd, std::string_view line) {
     reply_error(kBadSender);
     return;
   }
+  const bool smtputf8 = cmd.find_param("SMTPUTF8") != nullptr;
+  if (!smtputf8 && smtp::has_non_ascii(cmd.path)) {
+    reply_error(replies::smtputf8_required());  // RFC 6531 §3.4
+    return;
+  }
   const Policy& p = *policy_;
   if (ListenerClass c = engine::class_at_mail(facts_); c != facts_.cls) {
     facts_.cls = c;
@@ -439,6 +642,7 @@ void Session::cmd_mail(const smtp::Command& cmd, std::string_view line) {
     c.messages_last_hour =
         static_cast<uint32_t>(gw_.sending().messages_last_hour(facts_.login, gw_.now_ms()));
   if (apply(engine::mail(p, facts_, *sender, cmd.size.value_or(0), c))) return;
+  junk_ = 0;
   if (!ensure_backend()) {
     if (!finished_) {
       reply(kBackendDown);
@@ -447,9 +651,13 @@ void Session::cmd_mail(const smtp::Command& cmd, std::string_view line) {
     return;
   }
   txn_.active = true;
+  txn_.smtputf8 = smtputf8;
   txn_.sender = std::move(*sender);
   add_backend_slot(Tag::Mail);
-  backend_.send(Tag::Mail, line, true);
+  // SPEC §3: AUTH= is never forwarded; the backend knows the login from the session's AUTH.
+  std::string without_auth;
+  backend_.send(Tag::Mail, smtp::remove_auth_param(cmd, line, without_auth) ? without_auth : line,
+                true);
 }
 
 void Session::cmd_rcpt(const smtp::Command& cmd, std::string_view line) {
@@ -457,9 +665,17 @@ void Session::cmd_rcpt(const smtp::Command& cmd, std::string_view line) {
     reply_error(kNeedMail);
     return;
   }
+  if (txn_.backend_broken) {
+    reply(kBackendProtocol);
+    return;
+  }
   auto rcpt = parse_mail_path(cmd.path);
   if (!rcpt || rcpt->null) {
     reply_error(kBadRcpt);
+    return;
+  }
+  if (!txn_.smtputf8 && smtp::has_non_ascii(cmd.path)) {
+    reply_error(replies::smtputf8_required());
     return;
   }
   Counters c;
@@ -480,6 +696,10 @@ void Session::cmd_data() {
     reply_error(txn_.rcpt_forwarded ? kNeedRcpt : kNeedMail);
     return;
   }
+  if (txn_.backend_broken) {
+    reply(kBackendProtocol);
+    return;
+  }
   if (txn_.rcpt_accepted == 0) {
     reply(txn_.rcpt_forwarded ? kNoValidRcpt : kNeedRcpt);
     return;
@@ -489,7 +709,7 @@ void Session::cmd_data() {
     close_after_flush();
     return;
   }
-  add_backend_slot(Tag::Data);
+  add_backend_slot(Tag::Data).sync = true;  // the client must wait for the 354
   backend_.send(Tag::Data, "DATA\r\n");
   blocked_ = true;  // the body may follow only after our 354
   suspend_deadline();
@@ -589,7 +809,13 @@ void Session::cmd_auth(const smtp::Command& cmd) {
       auth_failed_locally(kAuthAborted, true);
       return;
     }
-    auto creds = smtp::parse_plain_response(*cmd.auth_initial_response);
+    auto decoded = smtp::decode_sasl_response(*cmd.auth_initial_response);
+    if (!decoded) {
+      auth_failed_locally(kAuthBadB64, true);
+      return;
+    }
+    auto creds = smtp::decode_plain(*decoded);
+    smtp::secure_wipe(*decoded);
     if (!creds) {
       auth_failed_locally(kAuthBadCreds, true);
       return;
@@ -739,7 +965,8 @@ void Session::send_received_header() {
     h += tls_cipher_;
     h += ')';
   }
-  if (txn_.rcpt_accepted == 1 && !txn_.first_rcpt.empty()) {
+  if (txn_.rcpt_accepted == 1 && !txn_.first_rcpt.empty() &&
+      txn_.first_rcpt.size() <= kMaxHeaderPart) {
     h += "\r\n\tfor <";
     append_header_safe(h, txn_.first_rcpt);
     h += '>';
@@ -751,7 +978,7 @@ void Session::send_received_header() {
 
 void Session::handle_body(std::string_view& in) {
   // The filter appends straight into the backend's write buffer: the body's one copy.
-  std::string* out = data_error_ ? nullptr : backend_.body_buffer();
+  std::string* out = data_answered_ ? nullptr : backend_.body_buffer();
   if (!out) {
     discard_.clear();
     out = &discard_;
@@ -764,6 +991,20 @@ void Session::handle_body(std::string_view& in) {
     return;
   }
   phase_ = Phase::Command;
+  if (data_answered_) {
+    // The client had its 4xx when the backend failed; the body it went on sending is gone,
+    // and its end gets no second reply.
+    data_answered_ = false;
+    body_.reset();
+    reset_transaction();
+    if (close_after_data_ || r.status == smtp::BodyFilter::Status::BareNewline) {
+      close_after_flush();
+    } else {
+      arm_command_timer();
+    }
+    close_after_data_ = false;
+    return;
+  }
   const Policy& p = *policy_;
   if (r.status == smtp::BodyFilter::Status::BareNewline) {
     Decision d;
@@ -781,14 +1022,6 @@ void Session::handle_body(std::string_view& in) {
   }
   uint64_t size = body_->body_bytes();
   body_.reset();
-  if (data_error_) {
-    Reply e = *data_error_;
-    data_error_.reset();
-    reset_transaction();
-    reply(e);
-    if (e.close) close_after_flush();
-    return;
-  }
   Decision d = engine::data_end(p, facts_, size);
   if (!d.allowed()) {
     log_decision(d);
@@ -812,11 +1045,22 @@ void Session::handle_body(std::string_view& in) {
 
 // ---------------------------------------------------------------- backend replies
 
-size_t Session::add_backend_slot(Tag tag) {
+Session::Slot& Session::add_backend_slot(Tag tag) {
   Slot s;
   s.tag = tag;
   slots_.push_back(std::move(s));
-  return slots_.size() - 1;
+  return slots_.back();
+}
+
+void Session::log_message(std::string_view from, uint64_t size, uint32_t recipients,
+                          std::string_view reply_text, bool delivered) {
+  LogLine(gw_.log(), "message", log_prefix_)
+      .str("from", from)
+      .num("size", static_cast<int64_t>(size))
+      .num("recipients", recipients)
+      .str("reply", smtp::first_line(reply_text))
+      .boolean("delivered", delivered)
+      .write();
 }
 
 void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
@@ -837,7 +1081,8 @@ void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
       if (r.code == 354) {
         phase_ = Phase::Data;
         body_.emplace(policy_->message.bare_newline, policy_->message.max_bytes);
-        data_error_.reset();
+        data_answered_ = false;
+        close_after_data_ = false;
         send_received_header();
         set_deadline(policy_->timeouts.data);
       } else {
@@ -846,13 +1091,7 @@ void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
       fill_slot(r.raw);
       break;
     case Tag::DataEnd: {
-      LogLine(gw_.log(), "message", log_prefix_)
-          .str("from", last_sender_)
-          .num("size", static_cast<int64_t>(last_size_))
-          .num("recipients", last_rcpts_)
-          .str("reply", smtp::first_line(r.raw))
-          .boolean("delivered", r.code >= 200 && r.code < 300)
-          .write();
+      log_message(last_sender_, last_size_, last_rcpts_, r.raw, r.code >= 200 && r.code < 300);
       if (r.code >= 200 && r.code < 300) {
         ++messages_;
         gw_.metrics().message_delivered(last_size_);
@@ -899,8 +1138,7 @@ void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
   }
   flush_slots();
   run_deferred();
-  process();
-  flush();
+  pump();
 }
 
 void Session::fill_slot(std::string_view text) {
@@ -914,6 +1152,7 @@ void Session::fill_slot(std::string_view text) {
       }
       slots_[i].text.assign(text);
       slots_[i].ready = true;
+      slot_bytes_ += text.size();
       return;
     }
   }
@@ -923,49 +1162,72 @@ void Session::on_backend_failed(const std::string& why, bool protocol_error) {
   gw_.metrics().backend_error(protocol_error ? "protocol" : "unavailable");
   LogLine(gw_.log(), "error", log_prefix_).str("component", "backend").str("reason", why).write();
   if (facts_.authenticated) backend_auth_lost_ = true;
+  const std::string_view failure = protocol_error ? kBackendProtocol : kBackendDown;
   if (phase_ == Phase::Data) {
-    // The message cannot complete: answer at once and stop reading its body.
-    body_.reset();
-    phase_ = Phase::Command;
-    reply(protocol_error ? kBackendProtocol : kBackendDown);
-    close_after_flush();
+    // The message cannot complete: the client hears it now, not at the data timeout. The rest
+    // of its body is read and dropped; after a 421 the session closes at its end.
+    if (!data_answered_) {
+      std::string from;
+      txn_.sender.append_address(from);
+      log_message(from, body_ ? body_->body_bytes() : 0, txn_.rcpt_accepted, failure, false);
+      gw_.metrics().message_rejected();
+      reply(failure);
+      data_answered_ = true;
+      close_after_data_ = !protocol_error;
+    }
+    pump();
     return;
   }
   // Replies still owed: AUTH gets a temporary failure and the session goes on; anything
   // else means the transaction is lost and the client must retry later.
   bool close = false;
+  bool mail_failed = false;  // the transaction's own MAIL got the failure: it never began
   for (size_t i = slot_head_; i < slots_.size(); ++i) {
     Slot& s = slots_[i];
     if (s.ready) continue;
     if (s.tag == Tag::Auth) {
       s.text.assign(kAuthBackendDown);
     } else {
-      s.text.assign(protocol_error ? kBackendProtocol : kBackendDown);
+      s.text.assign(failure);
       close = close || !protocol_error;
+      mail_failed = mail_failed || s.tag == Tag::Mail;
+      if (s.tag == Tag::DataEnd) {
+        log_message(last_sender_, last_size_, last_rcpts_, failure, false);
+        gw_.metrics().message_rejected();
+      }
     }
     s.ready = true;
+    slot_bytes_ += s.text.size();
   }
   blocked_ = false;
-  has_deferred_ = false;
-  reset_transaction();
+  if (has_deferred_ && deferred_ == Verb::Data) {
+    has_deferred_ = false;
+    reply(failure);
+  }
+  if (close || mail_failed || !txn_.active) {
+    reset_transaction();
+  } else {
+    txn_.backend_broken = true;  // its RCPT/DATA get 451 until RSET
+  }
   flush_slots();
   if (close) close_after_flush();
-  if (!finished_ && !close_when_flushed_) process();
-  flush();
+  run_deferred();  // a STARTTLS that waited for the failed replies
+  pump();
 }
 
 void Session::on_backend_drained() {
-  if (phase_ == Phase::Data && client_ && !finished_ && input_.size() <= kMaxHeldInput)
-    client_->start_reading();
+  update_reading();
 }
 
 // ---------------------------------------------------------------- output
 
-void Session::reply(std::string_view text) {
+void Session::reply(std::string_view text, bool sync) {
   if (slot_head_ < slots_.size()) {
     Slot s;
     s.text.assign(text);
     s.ready = true;
+    s.sync = sync;
+    slot_bytes_ += text.size();
     slots_.push_back(std::move(s));
     return;
   }
@@ -985,11 +1247,13 @@ void Session::reply(const Reply& r) {
 void Session::flush_slots() {
   while (slot_head_ < slots_.size() && slots_[slot_head_].ready) {
     write_to_client(slots_[slot_head_].text);
+    slot_bytes_ -= slots_[slot_head_].text.size();
     ++slot_head_;
   }
   if (slot_head_ == slots_.size()) {
     slots_.clear();
     slot_head_ = 0;
+    slot_bytes_ = 0;
   }
 }
 
@@ -997,13 +1261,21 @@ void Session::flush() {
   if (finished_) return;
   backend_.flush();
   if (!client_) return;
+  flushing_ = true;
   client_->flush();
+  flushing_ = false;
   if (close_when_flushed_ && slot_head_ == slots_.size() && client_ && client_->queued_bytes() == 0)
     finish(close_state_);
 }
 
 void Session::on_drained(Connection&) {
-  if (close_when_flushed_ && slot_head_ == slots_.size()) finish(close_state_);
+  if (flushing_) return;  // inside flush(): its caller goes on from here
+  if (close_when_flushed_) {
+    if (slot_head_ == slots_.size()) finish(close_state_);
+    return;
+  }
+  // A client that had stopped reading caught up: run what it sent meanwhile.
+  pump();
 }
 
 void Session::close_after_flush(std::string_view state) {
@@ -1011,6 +1283,8 @@ void Session::close_after_flush(std::string_view state) {
   close_state_ = state;
   phase_ = Phase::Closing;
   if (client_) client_->pause_reading();
+  // Bounded: a client that never reads its last reply does not keep the session.
+  set_deadline(policy_->timeouts.command);
 }
 
 // ---------------------------------------------------------------- end
@@ -1028,9 +1302,15 @@ void Session::on_timer(Timer&) {
     timer_due_ = deadline_;
     return;
   }
+  if (close_when_flushed_ || output_full()) {
+    // The client does not read what it is owed: one more reply would not reach it either.
+    finish(close_when_flushed_ ? close_state_ : "timeout");
+    return;
+  }
   // Replies still owed by the backend are dropped: the session is over.
   slots_.clear();
   slot_head_ = 0;
+  slot_bytes_ = 0;
   blocked_ = false;
   phase_ = Phase::Command;
   reply(replies::idle_timeout(policy_->hostname));
@@ -1040,6 +1320,12 @@ void Session::on_timer(Timer&) {
 
 void Session::drain() {
   draining_ = true;
+  if (phase_ == Phase::Data && data_answered_) {
+    // Its message already failed and the client has its 4xx: nothing is in flight.
+    close_after_flush("drained");
+    flush();
+    return;
+  }
   if (phase_ == Phase::Command && !blocked_ && slot_head_ == slots_.size() && !txn_.active) {
     reply(kShuttingDown);
     close_after_flush();

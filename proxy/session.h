@@ -30,12 +30,22 @@ class Session final : public Connection::Handler,
                       public Timer::Handler,
                       public BackendClient::Events {
  public:
-  // Hard limits (named, not tunable): unprocessed input held while waiting on the backend,
-  // errors before the session is dropped, and body bytes queued toward the backend before
-  // the client is paused.
+  // Hard limits (named, not tunable; SPEC §3 "Hostile and broken peers"). Together they bound
+  // a session's memory whatever the client or the backend does (README: "Memory per session").
+  // Unprocessed client input held while waiting (on the backend, or on the client to read).
   static constexpr size_t kMaxHeldInput = 64 * 1024;
+  // Error replies before the session is dropped.
   static constexpr int kMaxErrors = 20;
+  // Junk commands (NOOP, RSET, HELP, VRFY, EHLO/HELO, unknown) since the last MAIL that
+  // passed policy: one more gets 421 and the session is closed (Postfix's default).
+  static constexpr int kMaxJunkCommands = 100;
+  // Body bytes queued toward the backend before the client is paused.
   static constexpr size_t kMaxBackendQueue = 256 * 1024;
+  // Reply bytes owed to a client that does not read them: past this no further command is
+  // executed and the client is not read until it drains (closed after timeouts.command).
+  static constexpr size_t kMaxOwedOutput = 64 * 1024;
+  // Replies owed at once (pipelined commands whose answers are not written yet).
+  static constexpr size_t kMaxPendingReplies = 128;
 
   Session(Gateway& gw, ListenerRuntime& listener, std::shared_ptr<const RuntimeConfig> config);
   ~Session();
@@ -76,6 +86,8 @@ class Session final : public Connection::Handler,
   struct Slot {
     std::string text;
     bool ready = false;
+    // The reply to EHLO/HELO or DATA: the client may send nothing until it has it (RFC 2920).
+    bool sync = false;
     BackendClient::Tag tag = BackendClient::Tag::Mail;
   };
 
@@ -85,9 +97,15 @@ class Session final : public Connection::Handler,
     uint32_t rcpt_forwarded = 0;
     uint32_t rcpt_accepted = 0;  // backend said 2xx
     std::string first_rcpt;
+    bool smtputf8 = false;  // MAIL had SMTPUTF8: non-ASCII recipients are allowed
+    // The backend failed with a protocol error during the transaction: its later commands get
+    // 451 until the client starts over (RSET, EHLO).
+    bool backend_broken = false;
     // Back to empty, keeping the strings' buffers for the next transaction.
     void clear() {
       active = false;
+      smtputf8 = false;
+      backend_broken = false;
       sender.null = false;
       sender.local.clear();
       sender.domain.clear();
@@ -99,10 +117,23 @@ class Session final : public Connection::Handler,
   };
 
   // input
-  void process();
+  size_t process();  // runs held input; returns the bytes used
+  void pump();       // process() while the client keeps up, then flush and update reading
   size_t process_bytes(std::string_view in);
-  void handle_line(std::string_view line);
-  void handle_command(const smtp::Command& cmd, std::string_view line);
+  void handle_line(std::string_view line, bool more_input);
+  void handle_command(const smtp::Command& cmd, std::string_view line, bool more_input);
+  // Reading goes on only while the session can take more input (bounded held input, owed
+  // output and backend queue).
+  void update_reading();
+  bool output_full() const;
+  size_t replies_pending() const { return slots_.size() - slot_head_; }
+  // A reply the client must wait for (EHLO/HELO, DATA) is not written yet.
+  std::optional<Stage> awaiting_sync_reply() const;
+  // Protocol violations that end the session (SPEC §3): logged as decisions with their rule.
+  void refuse_protocol(Stage stage, std::string_view rule, std::string_view reason, const Reply& r,
+                       std::string_view state);
+  bool check_pregreet();  // true when the client talked first and was refused
+  void refuse_at_connect(std::string text);
   void handle_sasl_line(std::string_view line);
   void handle_body(std::string_view& in);
 
@@ -125,10 +156,12 @@ class Session final : public Connection::Handler,
   void count_auth_failure(std::string_view sent_reply);
 
   // replies
-  void reply(std::string_view text);  // a complete reply line or lines, with CRLF
+  void reply(std::string_view text, bool sync = false);  // complete line(s), with CRLF
   void reply(const Reply& r);
   void write_to_client(std::string_view text);  // queued; counted in bytes_out
-  size_t add_backend_slot(BackendClient::Tag tag);
+  Slot& add_backend_slot(BackendClient::Tag tag);
+  void log_message(std::string_view from, uint64_t size, uint32_t recipients,
+                   std::string_view reply_text, bool delivered);
   void fill_slot(std::string_view text);
   void flush_slots();
   void flush();
@@ -188,7 +221,15 @@ class Session final : public Connection::Handler,
 
   Transaction txn_;
   std::optional<smtp::BodyFilter> body_;  // during DATA
-  std::optional<Reply> data_error_;       // the reply owed at end of data instead of the backend's
+  // The backend failed during DATA and the client has its 4xx already: the rest of the body is
+  // read and discarded, and nothing more is said at its end (the session closes after a 421).
+  bool data_answered_ = false;
+  bool close_after_data_ = false;
+  int junk_ = 0;                  // junk commands since the last MAIL that passed policy
+  bool first_line_seen_ = false;  // an HTTP request is recognised on the first line only
+  size_t slot_bytes_ = 0;         // text held in slots, counted in the owed output
+  // A refusal waiting for the TLS handshake (implicit-TLS listeners: handshake first).
+  std::string refusal_after_tls_;
 
   std::chrono::steady_clock::time_point started_;
   uint64_t bytes_in_ = 0, bytes_out_ = 0;
@@ -197,7 +238,8 @@ class Session final : public Connection::Handler,
   uint64_t deadline_ = kNoDeadline;  // loop time (ms) when the client's time is up
   uint64_t timer_due_ = 0;           // when the timer fires next
   bool close_when_flushed_ = false;
-  bool counted_ = false;                     // connection_opened() was reported
+  bool flushing_ = false;  // inside flush(): the client connection's drained event waits
+  bool counted_ = false;   // connection_opened() was reported
   std::string_view close_state_ = "closed";  // static strings only
   std::string discard_;     // body bytes of a message that can no longer be delivered
   uint64_t last_size_ = 0;  // the message whose final reply is awaited

@@ -278,4 +278,34 @@ Command parse_command(std::string_view line) {
   return c;
 }
 
+bool remove_auth_param(const Command& cmd, std::string_view line, std::string& out) {
+  const Param* auth = cmd.find_param("AUTH");
+  if (auth == nullptr) return false;
+  const char* base = line.data();
+  size_t start = static_cast<size_t>(auth->key.data() - base);
+  const std::string_view last = auth->has_value ? auth->value : auth->key;
+  const size_t end = static_cast<size_t>(last.data() + last.size() - base);
+  if (start > line.size() || end > line.size() || start > end) return false;  // not from `line`
+  while (start > 0 && line[start - 1] == ' ') --start;
+  out.assign(line.substr(0, start));
+  out.append(line.substr(end));
+  return true;
+}
+
+bool has_non_ascii(std::string_view s) {
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) >= 0x80) return true;
+  }
+  return false;
+}
+
+bool looks_like_http(std::string_view line) {
+  static constexpr std::array<std::string_view, 6> kMethods{"GET ",     "POST ",    "HEAD ",
+                                                            "CONNECT ", "OPTIONS ", "PUT "};
+  for (std::string_view m : kMethods) {
+    if (line.starts_with(m)) return true;
+  }
+  return false;
+}
+
 }  // namespace smtpgate::smtp

@@ -103,6 +103,19 @@ Command parse_command(std::string_view line);
 // only, no sign, no overflow.
 std::optional<uint64_t> parse_u64(std::string_view s);
 
+// `line` without the AUTH= parameter of its MAIL command (RFC 4954 §5): the backend learns the
+// submitter from the session's own AUTH, and a value the gateway did not verify must not reach
+// it. `cmd` must have been parsed from `line`. Returns false, leaving `out` alone, when there is
+// no AUTH parameter (the usual case: no copy is made).
+bool remove_auth_param(const Command& cmd, std::string_view line, std::string& out);
+
+// True when `s` has a byte >= 0x80 (an address that needs SMTPUTF8, RFC 6531).
+bool has_non_ascii(std::string_view s);
+
+// True when a session's first line is an HTTP request ("GET / HTTP/1.1", "CONNECT host:25 ..."):
+// a web client or an open-proxy scanner, answered by closing the connection.
+bool looks_like_http(std::string_view line);
+
 // ASCII case-insensitive comparison, for verbs, keywords and mechanism names.
 using smtpgate::iequals;
 

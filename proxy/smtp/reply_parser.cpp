@@ -45,6 +45,12 @@ bool ReplyParser::finish_line(bool& last) {
   }
   code_ = code;
   last = line[3] == ' ';
+  // Only printable ASCII goes on to the client and the log: no escape sequences, NULs or
+  // bare CRs from a hostile backend.
+  for (size_t i = line_start_ + 4; i < raw_.size() - 2; ++i) {
+    const auto c = static_cast<unsigned char>(raw_[i]);
+    if (c < 0x20 || c > 0x7e) raw_[i] = '?';
+  }
   return true;
 }
 

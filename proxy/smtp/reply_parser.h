@@ -19,7 +19,8 @@ inline constexpr size_t kMaxReplyLines = 200;
 struct BackendReply {
   int code = 0;  // 200..599
   // Every line as received, each ending in CRLF (a backend's bare LF is rewritten as CRLF,
-  // so relaying `raw` to the client always sends canonical lines).
+  // so relaying `raw` to the client always sends canonical lines). Text is printable ASCII:
+  // any other byte (control characters, a bare CR, NUL, DEL, 8-bit) is replaced by '?'.
   std::string_view raw;
   // Each line's text after "250-"/"250 ", without terminator: EHLO keywords live here.
   std::span<const std::string_view> lines;

@@ -125,8 +125,19 @@ TEST_CASE("reply parser: empty text and bare LF", "[reply_parser]") {
   // A bare LF from the backend is relayed as CRLF.
   check_all_splits("250-a\n250 b\n550 c\r\n",
                    {{{250, "250-a\r\n250 b\r\n", {"a", "b"}}, {550, "550 c\r\n", {"c"}}}, false});
-  // A CR inside a line is text; only the one before LF ends it.
-  check_all_splits("250 a\rb\r\n", {{{250, "250 a\rb\r\n", {"a\rb"}}}, false});
+  // A CR inside a line does not end it (only the one before LF does); as text it is not
+  // printable, so it reaches nobody as a CR.
+  check_all_splits("250 a\rb\r\n", {{{250, "250 a?b\r\n", {"a?b"}}}, false});
+}
+
+TEST_CASE("reply parser: text is printable ASCII only", "[reply_parser]") {
+  // ESC, NUL, DEL, TAB, 8-bit and a bare CR from a hostile backend become '?', in every line.
+  const std::string in("550-5.1.1 bad \x1b[31mred\x00 text\rX\r\n550 5.1.1 \x7f\t\xc3\xa9.ok\r\n",
+                       51);
+  check_all_splits(in, {{{550,
+                          "550-5.1.1 bad ?[31mred? text?X\r\n550 5.1.1 ????.ok\r\n",
+                          {"5.1.1 bad ?[31mred? text?X", "5.1.1 ????.ok"}}},
+                        false});
 }
 
 TEST_CASE("reply parser: malformed lines are errors", "[reply_parser]") {
