@@ -4,6 +4,7 @@
 #include <ctime>
 
 #include "policy/replies.h"
+#include "proxy/received_header.h"
 #include "proxy/server.h"
 
 namespace smtpgate {
@@ -45,9 +46,6 @@ constexpr std::string_view kBadRcpt = "501 5.1.3 Bad recipient address syntax\r\
 
 // A refused client on an implicit-TLS listener gets this long for its handshake.
 constexpr std::chrono::milliseconds kRefusalHandshakeTime{10000};
-// Client-supplied parts of the Received: header are cut to this (a domain's maximum length),
-// so no header line comes near RFC 5322's 998 octets.
-constexpr size_t kMaxHeaderPart = 255;
 
 std::string line_of(const Reply& r) {
   return r.line() + "\r\n";
@@ -67,29 +65,6 @@ Endpoint endpoint_of(const sockaddr_storage& ss) {
     e.port = ntohs(a->sin6_port);
   }
   return e;
-}
-
-// Client-supplied text going into a header: printable ASCII only, at most kMaxHeaderPart.
-void append_header_safe(std::string& out, std::string_view s) {
-  size_t at = out.size();
-  out.append(s.substr(0, kMaxHeaderPart));
-  for (size_t i = at; i < out.size(); ++i) {
-    char c = out[i];
-    if (c <= 32 || c >= 127 || c == '(' || c == ')') out[i] = '?';
-  }
-}
-
-std::string_view rfc5322_date() {
-  static std::time_t cached_at = -1;
-  static char buf[64];
-  std::time_t now = std::time(nullptr);
-  if (now != cached_at) {
-    std::tm tm{};
-    gmtime_r(&now, &tm);
-    std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-    cached_at = now;
-  }
-  return buf;
 }
 
 }  // namespace
@@ -177,7 +152,10 @@ void Session::refuse_at_connect(std::string text) {
 }
 
 void Session::greet() {
-  if (check_pregreet()) return;
+  if (check_pregreet()) {
+    flush();
+    return;
+  }
   reply("220 " + policy_->hostname + " ESMTP\r\n");
   flush();
 }
@@ -933,47 +911,21 @@ void Session::send_received_header() {
   // Built in place in the backend's write buffer, where the body follows it.
   std::string* out = backend_.held_body_buffer();
   if (!out) return;
-  std::string& h = *out;
-  h += "Received: from ";
-  append_header_safe(h, helo_);
-  h += peer_.ip.is_v4() ? " ([" : " ([IPv6:";
-  h += peer_.ip.to_string();  // an IPv4 text fits std::string's inline buffer
-  h += "])\r\n\tby ";
-  h += p.hostname;
-  h += " (smtpgate) with ";
-  h += esmtp_ ? "ESMTP" : "SMTP";
-  if (facts_.tls) h += 'S';
-  if (facts_.authenticated) h += 'A';
-  h += " id ";
-  h += id_;
-  h += '.';
-  char num[16];
-  auto [end, ec] = std::to_chars(num, num + sizeof num, messages_ + 1);
-  (void)ec;
-  h.append(num, end);
-  h += "\r\n\t(listener ";
-  h += listener_.name;
-  if (facts_.authenticated) {
-    h += ", authenticated as ";
-    append_header_safe(h, facts_.login);
-  }
-  h += ')';
-  if (facts_.tls) {
-    h += "\r\n\t(using ";
-    h += tls_version_;
-    h += " with cipher ";
-    h += tls_cipher_;
-    h += ')';
-  }
-  if (txn_.rcpt_accepted == 1 && !txn_.first_rcpt.empty() &&
-      txn_.first_rcpt.size() <= kMaxHeaderPart) {
-    h += "\r\n\tfor <";
-    append_header_safe(h, txn_.first_rcpt);
-    h += '>';
-  }
-  h += "; ";
-  h += rfc5322_date();
-  h += "\r\n";
+  ReceivedHeader h;
+  h.helo = helo_;
+  h.client = &peer_.ip;
+  h.hostname = p.hostname;
+  h.esmtp = esmtp_;
+  h.tls = facts_.tls;
+  h.authenticated = facts_.authenticated;
+  h.session_id = id_;
+  h.message_number = messages_ + 1;
+  h.listener = listener_.name;
+  h.login = facts_.login;
+  h.tls_version = tls_version_;
+  h.tls_cipher = tls_cipher_;
+  if (txn_.rcpt_accepted == 1) h.recipient = txn_.first_rcpt;
+  append_received_header(*out, h);
 }
 
 void Session::handle_body(std::string_view& in) {

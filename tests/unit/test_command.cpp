@@ -296,3 +296,45 @@ TEST_CASE("command: fuzz property on seeded random streams", "[command][property
     if (!why.empty()) FAIL_CHECK(why << " limit=" << limit << " on: " << stream);
   }
 }
+
+TEST_CASE("command: AUTH= is removed from MAIL, the rest kept as sent", "[command]") {
+  struct Case {
+    std::string line, expected;
+  };
+  const std::vector<Case> cases{
+      {"MAIL FROM:<bounce@ext.example> AUTH=<ceo@example.com>", "MAIL FROM:<bounce@ext.example>"},
+      {"MAIL FROM:<a@b> BODY=8BITMIME AUTH=<> SIZE=100", "MAIL FROM:<a@b> BODY=8BITMIME SIZE=100"},
+      {"MAIL FROM:<a@b>  auth=x+40y   SIZE=1", "MAIL FROM:<a@b>   SIZE=1"},
+      {"mail from:<a@b> Auth", "mail from:<a@b>"},
+      {"MAIL FROM:<> AUTH=<> ", "MAIL FROM:<> "},
+  };
+  for (const auto& c : cases) {
+    INFO(c.line);
+    const Command cmd = ok(c.line);
+    std::string out = "untouched";
+    REQUIRE(smtpgate::smtp::remove_auth_param(cmd, c.line, out));
+    CHECK(out == c.expected);
+    // What is left parses to the same command without AUTH.
+    const Command again = ok(out);
+    CHECK(again.find_param("AUTH") == nullptr);
+    CHECK(again.param_count + 1 == cmd.param_count);
+  }
+  const std::string plain = "MAIL FROM:<a@b> SIZE=10 AUTHX=1";
+  std::string out = "untouched";
+  CHECK_FALSE(smtpgate::smtp::remove_auth_param(ok(plain), plain, out));
+  CHECK(out == "untouched");
+}
+
+TEST_CASE("command: non-ASCII and HTTP detection", "[command]") {
+  using smtpgate::smtp::has_non_ascii;
+  using smtpgate::smtp::looks_like_http;
+  CHECK_FALSE(has_non_ascii("user@example.com"));
+  CHECK(has_non_ascii("j\xc3\xb6rg@example.com"));
+  CHECK(has_non_ascii("\x80"));
+  for (const char* http : {"GET / HTTP/1.1", "POST /x HTTP/1.0", "HEAD / HTTP/1.1",
+                           "PUT /a HTTP/1.1", "CONNECT mx.example:25 HTTP/1.1", "OPTIONS * HTTP/1.1"})
+    CHECK(looks_like_http(http));
+  for (const char* smtp : {"EHLO get.example", "get / HTTP/1.1", "GET", "HELO GET ", "POSTMASTER",
+                           "MAIL FROM:<GET @x>", ""})
+    CHECK_FALSE(looks_like_http(smtp));
+}
