@@ -317,11 +317,11 @@ void Session::pump() {
   // Held input runs while the client keeps up with its replies: processing stops when the
   // owed output passes its bound and goes on once the kernel has taken it.
   for (;;) {
-    size_t used = process();
+    const size_t used = process();
+    const bool was_full = output_full();
     flush();
-    if (finished_ || used == 0 || input_.empty() || blocked_ || close_when_flushed_ ||
-        output_full())
-      break;
+    if (finished_ || input_.empty() || blocked_ || close_when_flushed_ || output_full()) break;
+    if (used == 0 && !was_full) break;  // waiting on something else (the backend's replies)
   }
   update_reading();
 }

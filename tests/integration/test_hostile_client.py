@@ -12,6 +12,7 @@ import signal
 import socket
 import ssl
 import sys
+import threading
 import time
 
 import support
@@ -119,6 +120,22 @@ class OutputBoundTest(HostileClientTestCase):
         # The gateway is still healthy for everyone else.
         other = self.client(source="127.0.0.6")
         self.assertReply(other.command("NOOP"), 250)
+
+    def test_client_that_reads_late_gets_every_reply(self):
+        # More replies than the bound: the gateway pauses, then goes on as the client reads.
+        self.start()
+        c = self.client()
+        self.assertReply(c.command("MAIL FROM:<a@other.example>"), 250)
+        n = 5000       # 160 KB of commands, 165 KB of replies
+        sender = threading.Thread(
+            target=lambda: c.sock.sendall(b"RCPT TO:<victim@gmail.example>\r\n" * n
+                                          + b"RCPT TO:<user@example.com>\r\n"))
+        sender.start()
+        time.sleep(1.0)         # the client reads nothing meanwhile
+        codes = [c.read_reply(timeout=10).code for _ in range(n + 1)]
+        sender.join(10)
+        self.assertEqual(codes, [554] * n + [250])
+        self.assertReply(c.command("QUIT"), 221)
 
     def test_many_non_reading_clients_pushing_noop_and_ehlo(self):
         self.start()
