@@ -5,10 +5,10 @@
 
 namespace smtpgate {
 
-uint32_t BanList::record_failure(const IpAddress& ip, UnixSeconds now, const BruteForcePolicy& bf) {
+uint32_t BanList::record_failure(const IpAddress& ip, UnixMillis now, const BruteForcePolicy& bf) {
   std::string key = ip.to_string();
   auto& q = failures_[key];
-  UnixSeconds horizon = now - bf.window.count();
+  UnixMillis horizon = now - bf.window.count() * 1000;
   while (!q.empty() && q.front() <= horizon) q.pop_front();
   q.push_back(now);
   // Only the last max_failures timestamps can matter for the window.
@@ -35,19 +35,19 @@ uint32_t BanList::record_failure(const IpAddress& ip, UnixSeconds now, const Bru
   return count;
 }
 
-BanEntry BanList::ban(const IpAddress& ip, UnixSeconds now, const BruteForcePolicy& bf,
+BanEntry BanList::ban(const IpAddress& ip, UnixMillis now, const BruteForcePolicy& bf,
                       std::string reason) {
   auto& h = history_[ip];
   // Offenses are remembered until max_ban has passed since the last ban ended.
-  if (h.offenses > 0 && now > h.last_until + bf.max_ban.count()) h.offenses = 0;
+  if (h.offenses > 0 && now > h.last_until + bf.max_ban.count() * 1000) h.offenses = 0;
   h.offenses++;
-  double secs = static_cast<double>(bf.ban.count()) *
-                std::pow(bf.ban_multiplier, static_cast<double>(h.offenses - 1));
-  secs = std::min(secs, static_cast<double>(bf.max_ban.count()));
+  double ms = static_cast<double>(bf.ban.count()) * 1000 *
+              std::pow(bf.ban_multiplier, static_cast<double>(h.offenses - 1));
+  ms = std::min(ms, static_cast<double>(bf.max_ban.count()) * 1000);
   BanEntry e;
   e.ip = ip;
   e.since = now;
-  e.until = now + static_cast<UnixSeconds>(secs);
+  e.until = now + static_cast<UnixMillis>(ms);
   e.offense = h.offenses;
   e.reason = std::move(reason);
   h.last_until = e.until;
@@ -56,12 +56,12 @@ BanEntry BanList::ban(const IpAddress& ip, UnixSeconds now, const BruteForcePoli
   return e;
 }
 
-bool BanList::banned(const IpAddress& ip, UnixSeconds now) const {
+bool BanList::banned(const IpAddress& ip, UnixMillis now) const {
   auto it = bans_.find(ip);
   return it != bans_.end() && it->second.until > now;
 }
 
-std::optional<BanEntry> BanList::find(const IpAddress& ip, UnixSeconds now) const {
+std::optional<BanEntry> BanList::find(const IpAddress& ip, UnixMillis now) const {
   auto it = bans_.find(ip);
   if (it == bans_.end() || it->second.until <= now) return std::nullopt;
   return it->second;
@@ -72,14 +72,14 @@ bool BanList::unban(const IpAddress& ip) {
   return bans_.erase(ip) > 0;
 }
 
-std::vector<BanEntry> BanList::active(UnixSeconds now) const {
+std::vector<BanEntry> BanList::active(UnixMillis now) const {
   std::vector<BanEntry> out;
   for (const auto& [ip, e] : bans_)
     if (e.until > now) out.push_back(e);
   return out;
 }
 
-bool BanList::expire(UnixSeconds now, const BruteForcePolicy& bf) {
+bool BanList::expire(UnixMillis now, const BruteForcePolicy& bf) {
   bool dropped = false;
   for (auto it = bans_.begin(); it != bans_.end();) {
     if (it->second.until <= now) {
@@ -90,7 +90,7 @@ bool BanList::expire(UnixSeconds now, const BruteForcePolicy& bf) {
     }
   }
   for (auto it = history_.begin(); it != history_.end();) {
-    if (!bans_.count(it->first) && now > it->second.last_until + bf.max_ban.count())
+    if (!bans_.count(it->first) && now > it->second.last_until + bf.max_ban.count() * 1000)
       it = history_.erase(it);
     else
       ++it;
@@ -98,19 +98,17 @@ bool BanList::expire(UnixSeconds now, const BruteForcePolicy& bf) {
   return dropped;
 }
 
-nlohmann::json BanList::to_json() const {
-  nlohmann::json bans = nlohmann::json::array();
-  for (const auto& [ip, e] : bans_)
-    bans.push_back({{"ip", ip.to_string()},
-                    {"since", e.since},
-                    {"until", e.until},
-                    {"offense", e.offense},
-                    {"reason", e.reason}});
-  nlohmann::json history = nlohmann::json::array();
-  for (const auto& [ip, h] : history_)
-    history.push_back(
-        {{"ip", ip.to_string()}, {"offenses", h.offenses}, {"last_until", h.last_until}});
-  return {{"version", 1}, {"bans", bans}, {"history", history}};
+void BanList::restore(const BanEntry& e) {
+  bans_[e.ip] = e;
+  auto& h = history_[e.ip];
+  h.offenses = std::max(h.offenses, e.offense);
+  h.last_until = std::max(h.last_until, e.until);
+}
+
+void BanList::restore_history(const IpAddress& ip, uint32_t offenses, UnixMillis last_until) {
+  auto& h = history_[ip];
+  h.offenses = std::max(h.offenses, offenses);
+  h.last_until = std::max(h.last_until, last_until);
 }
 
 std::string BanList::from_json(const nlohmann::json& doc) {
@@ -126,8 +124,8 @@ std::string BanList::from_json(const nlohmann::json& doc) {
       if (!ip) return "bad IP address " + b.at("ip").dump();
       BanEntry e;
       e.ip = *ip;
-      e.since = b.at("since").get<UnixSeconds>();
-      e.until = b.at("until").get<UnixSeconds>();
+      e.since = b.at("since").get<int64_t>() * 1000;  // version 1 counted seconds
+      e.until = b.at("until").get<int64_t>() * 1000;
       e.offense = b.at("offense").get<uint32_t>();
       e.reason = b.value("reason", "");
       bans[*ip] = e;
@@ -137,7 +135,7 @@ std::string BanList::from_json(const nlohmann::json& doc) {
         auto ip = IpAddress::parse(h.at("ip").get<std::string>());
         if (!ip) return "bad IP address " + h.at("ip").dump();
         history[*ip] =
-            History{h.at("offenses").get<uint32_t>(), h.at("last_until").get<UnixSeconds>()};
+            History{h.at("offenses").get<uint32_t>(), h.at("last_until").get<int64_t>() * 1000};
       }
     }
   } catch (const nlohmann::json::exception& e) {

@@ -1,5 +1,7 @@
 // Brute-force state: AUTH failures per client IP in a sliding window, and bans with
-// escalating durations. Pure: the caller passes the time; persistence is a JSON value.
+// escalating durations. Pure: the caller passes the time (Unix milliseconds, so a "1s" ban
+// lasts a second, not up to the next whole second); the journal (proxy/ban_journal.h)
+// persists it.
 #pragma once
 
 #include <cstdint>
@@ -17,12 +19,12 @@
 
 namespace smtpgate {
 
-using UnixSeconds = int64_t;
+using UnixMillis = int64_t;
 
 struct BanEntry {
   IpAddress ip;
-  UnixSeconds since = 0;
-  UnixSeconds until = 0;
+  UnixMillis since = 0;
+  UnixMillis until = 0;  // the first moment the address is free again
   uint32_t offense = 1;  // 1 for the first ban; each repeat multiplies the duration
   std::string reason;
 };
@@ -33,33 +35,49 @@ class BanList {
   static constexpr size_t kMaxTrackedIps = 200000;
 
   // Records one failure; returns the failures of `ip` within `window`, this one included.
-  uint32_t record_failure(const IpAddress& ip, UnixSeconds now, const BruteForcePolicy& bf);
+  uint32_t record_failure(const IpAddress& ip, UnixMillis now, const BruteForcePolicy& bf);
   // Bans `ip` (escalated per its earlier offenses); resets its failure count.
-  BanEntry ban(const IpAddress& ip, UnixSeconds now, const BruteForcePolicy& bf,
-               std::string reason);
-  bool banned(const IpAddress& ip, UnixSeconds now) const;
-  std::optional<BanEntry> find(const IpAddress& ip, UnixSeconds now) const;
+  BanEntry ban(const IpAddress& ip, UnixMillis now, const BruteForcePolicy& bf, std::string reason);
+  bool banned(const IpAddress& ip, UnixMillis now) const;
+  std::optional<BanEntry> find(const IpAddress& ip, UnixMillis now) const;
   bool unban(const IpAddress& ip);
-  std::vector<BanEntry> active(UnixSeconds now) const;
+  std::vector<BanEntry> active(UnixMillis now) const;
   // Drops expired bans (their offense count is kept for escalation until max_ban passes).
   // Returns true when a ban was dropped.
-  bool expire(UnixSeconds now, const BruteForcePolicy& bf);
+  bool expire(UnixMillis now, const BruteForcePolicy& bf);
 
-  nlohmann::json to_json() const;
-  // Returns an error message for a malformed document (then nothing is loaded).
+  // Puts back a ban as it was recorded (the journal at start): the ban and its offense
+  // history, without escalating.
+  void restore(const BanEntry& e);
+  // Puts back the offense history of an address that is not banned now.
+  void restore_history(const IpAddress& ip, uint32_t offenses, UnixMillis last_until);
+  // Every ban (expired ones too, until expire() drops them), then every history entry of an
+  // address without a ban: what a compacted journal holds.
+  template <class OnBan, class OnHistory>
+  void visit(OnBan&& on_ban, OnHistory&& on_history) const {
+    for (const auto& [ip, e] : bans_) on_ban(e);
+    for (const auto& [ip, h] : history_)
+      if (!bans_.count(ip)) on_history(ip, h.offenses, h.last_until);
+  }
+
+  // The state file format before the journal (version 1: one JSON document, times in
+  // seconds), read once to migrate. Returns an error message for a malformed document (then
+  // nothing is loaded).
   std::string from_json(const nlohmann::json& doc);
 
   size_t tracked_failures() const { return failures_.size(); }
+  size_t ban_count() const { return bans_.size(); }
+  size_t history_count() const { return history_.size(); }
 
  private:
   struct History {
     uint32_t offenses = 0;
-    UnixSeconds last_until = 0;
+    UnixMillis last_until = 0;
   };
   std::map<IpAddress, BanEntry> bans_;
   std::map<IpAddress, History> history_;
-  std::unordered_map<std::string, std::deque<UnixSeconds>> failures_;  // key: ip text
-  std::deque<std::pair<UnixSeconds, std::string>> failure_order_;      // for eviction
+  std::unordered_map<std::string, std::deque<UnixMillis>> failures_;  // key: ip text
+  std::deque<std::pair<UnixMillis, std::string>> failure_order_;      // for eviction
 };
 
 }  // namespace smtpgate

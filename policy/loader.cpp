@@ -72,7 +72,8 @@ const std::vector<Section>& schema() {
        {"mode", "max_failures", "window", "ban", "ban_multiplier", "max_ban", "never_ban",
         "state_file"}},
       {"connections", {"max_total", "max_per_ip", "rate_per_ip"}},
-      {"timeouts", {"command", "data", "backend_connect", "backend_reply", "drain"}},
+      {"timeouts",
+       {"command", "data", "backend_connect", "backend_reply", "backend_data_done", "drain"}},
       {"message", {"max_bytes", "bare_newline", "received_header"}},
       {"backend", {"address", "tls", "client_ip", "ca", "verify", "server_name"}},
       {"log", {"format", "path"}},
@@ -1159,6 +1160,7 @@ void Loader::parse_timeouts(const json& v, const std::string& p) {
   read(v, p, "data", t.data, positive);
   read(v, p, "backend_connect", t.backend_connect, positive);
   read(v, p, "backend_reply", t.backend_reply, positive);
+  read(v, p, "backend_data_done", t.backend_data_done, positive);
   // Zero is meaningful here: stop at once on SIGTERM.
   read(v, p, "drain", t.drain, [&](auto& x, auto& q) { return as_duration(x, q, true); });
 }

@@ -81,6 +81,9 @@ struct Timeouts {
   Seconds data{600};
   Seconds backend_connect{10};
   Seconds backend_reply{300};
+  // The reply to the final dot: RFC 5321 §4.5.3.2.6 gives a server 10 minutes (content
+  // scanning); a shorter wait would make the client send a stored message again.
+  Seconds backend_data_done{600};
   Seconds drain{30};
 };
 

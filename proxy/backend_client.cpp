@@ -29,6 +29,7 @@ void BackendClient::connect(const Policy& policy, const sockaddr_storage& addr,
   ehlo_name_ = policy.hostname;
   connect_timeout_ = policy.timeouts.backend_connect;
   reply_timeout_ = policy.timeouts.backend_reply;
+  data_done_timeout_ = policy.timeouts.backend_data_done;
   caps_ = {};
   parser_.reset();
   pending_.clear();
@@ -84,14 +85,24 @@ void BackendClient::send_ehlo() {
   state_ = State::Ehlo;
 }
 
+bool BackendClient::must_hold() const {
+  // Commands go out in the session's order: behind anything held (before Ready, or while a
+  // backend without PIPELINING still owes a reply).
+  return state_ != State::Ready || !held_.empty() || (!caps_.pipelining && !pending_.empty());
+}
+
 void BackendClient::send(Tag tag, std::string_view line, bool add_crlf) {
-  if (state_ != State::Ready || (!caps_.pipelining && !pending_.empty())) {
+  if (must_hold()) {
     std::string held(line);
     if (add_crlf) held += "\r\n";
     held_.emplace_back(tag, std::move(held));
     return;
   }
-  if (pending_.empty()) arm_reply_timer();
+  write_command(tag, line, add_crlf);
+}
+
+void BackendClient::write_command(Tag tag, std::string_view line, bool add_crlf) {
+  if (pending_.empty()) arm_reply_timer(tag);
   pending_.push_back(tag);
   conn_->write(line);
   if (add_crlf) conn_->write("\r\n");
@@ -102,11 +113,17 @@ bool BackendClient::authenticate(std::string_view login, std::string_view passwo
   if (state_ == State::Ready && !caps_.auth_plain && !caps_.auth_login) return false;
   auth_user_.assign(login);
   auth_pass_.assign(password);
-  if (state_ != State::Ready) {
-    // The mechanism is chosen once the EHLO reply is known.
+  if (must_hold()) {
+    // Before Ready the mechanism is chosen once the EHLO reply is known.
     held_.emplace_back(Tag::Auth, std::string());
     return true;
   }
+  write_auth();
+  return true;
+}
+
+void BackendClient::write_auth() {
+  const std::string_view login = auth_user_, password = auth_pass_;
   if (caps_.auth_plain) {
     std::string blob;
     blob.reserve(login.size() + password.size() + 2);
@@ -123,13 +140,12 @@ bool BackendClient::authenticate(std::string_view login, std::string_view passwo
     auth_step_ = AuthStep::LoginSent;
     conn_->write("AUTH LOGIN\r\n");
   }
-  if (pending_.empty()) arm_reply_timer();
+  if (pending_.empty()) arm_reply_timer(Tag::Auth);
   pending_.push_back(Tag::Auth);
-  return true;
 }
 
-void BackendClient::arm_reply_timer() {
-  set_deadline(reply_timeout_);
+void BackendClient::arm_reply_timer(Tag tag) {
+  set_deadline(tag == Tag::DataEnd ? data_done_timeout_ : reply_timeout_);
   waiting_since_ns_ = LoopClock::now_ns();
 }
 
@@ -281,7 +297,7 @@ void BackendClient::handle_reply(const smtp::BackendReply& r) {
   if (pending_.empty()) {
     deadline_ = kNoDeadline;
   } else {
-    arm_reply_timer();
+    arm_reply_timer(pending_.front());
   }
   Connection* c = conn_;
   events_->on_backend_reply(tag, r);
@@ -295,19 +311,19 @@ void BackendClient::release_held() {
     auto [t, line] = std::move(held_.front());
     held_.pop_front();
     if (t == Tag::Auth && line.empty()) {
-      std::string u = auth_user_, p = auth_pass_;
-      bool ok = authenticate(u, p);
-      smtp::secure_wipe(u);
-      smtp::secure_wipe(p);
-      if (!ok) fail("backend offers no AUTH mechanism the gateway can use", false);
+      if (!caps_.auth_plain && !caps_.auth_login) {
+        fail("backend offers no AUTH mechanism the gateway can use", false);
+        return;
+      }
+      write_auth();
     } else {
-      send(t, line);
+      write_command(t, line, false);
     }
   }
 }
 
 void BackendClient::handle_auth_reply(const smtp::BackendReply& r) {
-  arm_reply_timer();
+  arm_reply_timer(Tag::Auth);
   switch (auth_step_) {
     case AuthStep::LoginSent: {
       std::string line = smtp::base64_encode(auth_user_) + "\r\n";

@@ -115,6 +115,9 @@ class BackendClient final : public Connection::Handler, public Timer::Handler {
   };
   enum class AuthStep : uint8_t { None, PlainSent, LoginSent, LoginUserSent, LoginPassSent };
 
+  bool must_hold() const;
+  void write_command(Tag tag, std::string_view line, bool add_crlf);
+  void write_auth();  // AUTH with auth_user_/auth_pass_, by the mechanism the backend offers
   void handle_reply(const smtp::BackendReply& r);
   void handle_auth_reply(const smtp::BackendReply& r);
   void write_line(std::string_view line);
@@ -123,7 +126,7 @@ class BackendClient final : public Connection::Handler, public Timer::Handler {
   void release_held();
   void fail(const std::string& why, bool protocol_error);
   void close_connection();
-  void arm_reply_timer();
+  void arm_reply_timer(Tag tag);
   void set_deadline(std::chrono::milliseconds after);
 
   uv_loop_t* loop_;
@@ -155,7 +158,8 @@ class BackendClient final : public Connection::Handler, public Timer::Handler {
   // that answers a command written after it was sent, so it was sent out of turn.
   size_t chunk_owed_ = 0;
   std::string ehlo_name_;
-  std::chrono::milliseconds connect_timeout_{10000}, reply_timeout_{300000};
+  std::chrono::milliseconds connect_timeout_{10000}, reply_timeout_{300000},
+      data_done_timeout_{600000};
 };
 
 }  // namespace smtpgate

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <iostream>
@@ -10,7 +11,6 @@
 
 #include "policy/loader.h"
 #include "policy/replies.h"
-#include "proxy/ban_store.h"
 #include "proxy/loop_clock.h"
 #include "proxy/server.h"
 #include "proxy/session.h"
@@ -30,10 +30,19 @@ std::string to_sockaddr(const std::string& host, uint16_t port, sockaddr_storage
   return {};
 }
 
-UnixSeconds unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
+UnixMillis unix_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+// Whole seconds for the admin API and log lines (a ban's times share their fraction, so
+// until - since stays its duration); what is left of a ban rounds up.
+int64_t floor_s(UnixMillis ms) {
+  return ms / 1000;
+}
+int64_t ceil_s(UnixMillis ms) {
+  return (ms + 999) / 1000;
 }
 
 }  // namespace
@@ -146,7 +155,7 @@ int Gateway::run() {
       &housekeeping_,
       [](uv_timer_t* t) {
         auto* gw = static_cast<Gateway*>(t->data);
-        if (gw->bans_.expire(unix_now(), gw->policy_->brute_force)) gw->save_bans();
+        gw->bans_.expire(unix_now(), gw->policy_->brute_force);  // the journal keeps until
       },
       60000, 60000);
   uv_check_init(&loop_, &reaper_);
@@ -245,6 +254,7 @@ std::string Gateway::reload() {
     return err;
   }
   metrics_.policy_reload("loaded");
+  if (journal_) journal_->set_brute_force(policy_->brute_force);
   // Listeners are fixed for the process; new listen addresses need a restart.
   log_.write("policy_reload", {{"result", "loaded"}, {"path", options_.policy_path}});
   return {};
@@ -290,6 +300,8 @@ void Gateway::close_all() {
     if (handle->loop && !uv_is_closing(handle)) uv_close(handle, nullptr);
   };
   if (admin_) admin_->close();
+  if (journal_) journal_->close();  // what is queued reaches the disk first (bounded)
+  ban_waiters_.clear();             // their sessions were abandoned above
   close(&housekeeping_);
   close(&reaper_);
   close(&clock_tick_);
@@ -356,20 +368,55 @@ uint32_t Gateway::record_auth_failure(const IpAddress& ip) {
   return bans_.record_failure(ip, unix_now(), policy_->brute_force);
 }
 
-void Gateway::ban(const IpAddress& ip, const std::string& reason, const std::string& session) {
+uint64_t Gateway::ban(const IpAddress& ip, const std::string& reason, const std::string& session) {
   // Parallel connections of one guesser must not escalate the same offense several times.
-  if (bans_.banned(ip, unix_now())) return;
+  if (bans_.banned(ip, unix_now())) return 0;
   BanEntry e = bans_.ban(ip, unix_now(), policy_->brute_force, reason);
   metrics_.ban_issued();
   log_.write("ban", {{"session", session},
                      {"ip", ip.to_string()},
                      {"action", "ban"},
                      {"enforced", true},
-                     {"until", e.until},
-                     {"duration_s", e.until - e.since},
+                     {"until", floor_s(e.until)},
+                     {"duration_s", (e.until - e.since) / 1000},
                      {"offense", e.offense},
                      {"reason", reason}});
-  save_bans();
+  return journal_ ? journal_->record_ban(e) : 0;
+}
+
+bool Gateway::ban_recorded(uint64_t record) const {
+  return record == 0 || !journal_ || journal_->done() >= record;
+}
+
+void Gateway::wait_for_ban_record(Session* s) {
+  if (std::find(ban_waiters_.begin(), ban_waiters_.end(), s) == ban_waiters_.end())
+    ban_waiters_.push_back(s);
+}
+
+void Gateway::forget_ban_waiter(Session* s) {
+  std::erase(ban_waiters_, s);
+}
+
+void Gateway::on_journal_progress() {
+  if (!journal_) return;
+  // Failed writes: logged once each (the ban holds in memory), and when writing works again.
+  const uint64_t errors = journal_->write_errors();
+  const std::string last = journal_->last_error();
+  if (errors > journal_errors_seen_) {
+    journal_errors_seen_ = errors;
+    journal_failing_ = true;
+    log_.write("error", {{"component", "bans"},
+                         {"reason", "ban state not written (bans stay in force in memory): " +
+                                        (last.empty() ? std::string("write failed") : last)}});
+  } else if (journal_failing_ && last.empty()) {
+    journal_failing_ = false;
+    log_.write("error", {{"component", "bans"},
+                         {"reason", "ban state written again after earlier failures"}});
+  }
+  if (ban_waiters_.empty()) return;
+  std::vector<Session*> waiting;
+  waiting.swap(ban_waiters_);
+  for (Session* s : waiting) s->on_ban_recorded();  // waits again if its record is later
 }
 
 void Gateway::would_ban(const IpAddress& ip, const std::string& reason,
@@ -382,17 +429,14 @@ void Gateway::would_ban(const IpAddress& ip, const std::string& reason,
 }
 
 void Gateway::load_bans() {
+  // The state file is fixed for the life of the process (like the listeners).
   const std::string& path = policy_->brute_force.state_file;
   if (path.empty()) return;
-  std::string err = read_ban_state(path, &bans_);
+  std::string err = BanJournal::load(path, &bans_);
   if (!err.empty()) log_.write("error", {{"component", "bans"}, {"reason", err}});
-}
-
-void Gateway::save_bans() {
-  const std::string& path = policy_->brute_force.state_file;
-  if (path.empty()) return;
-  std::string err = write_ban_state(path, bans_);
-  if (!err.empty()) log_.write("error", {{"component", "bans"}, {"reason", err}});
+  journal_ =
+      std::make_unique<BanJournal>(&loop_, path, bans_, policy_->brute_force,
+                                   policy_->log.path != "-", [this] { on_journal_progress(); });
 }
 
 // ---------------------------------------------------------------- admin endpoint
@@ -402,11 +446,17 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path) {
   if (path == "/healthz") {
     if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
     if (draining_) return {503, "text/plain", "draining\n"};
+    // Still serving (bans hold in memory), but an operator must see it.
+    if (journal_failing_)
+      return {200, "text/plain",
+              "degraded: ban state not written: " + journal_->last_error() + "\n"};
     return {200, "text/plain", "ok\n"};
   }
   if (path == "/metrics") {
     if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
     metrics_.set_bans_active(bans_.active(unix_now()).size());
+    metrics_.set_log_dropped(log_.dropped_total());
+    metrics_.set_state_write_errors(journal_ ? journal_->write_errors() : 0);
     return {200, "text/plain; version=0.0.4", metrics_.render_prometheus()};
   }
   if (path == "/reload") {
@@ -418,13 +468,13 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path) {
   }
   if (path == "/bans") {
     if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
-    UnixSeconds now = unix_now();
+    UnixMillis now = unix_now();
     nlohmann::json list = nlohmann::json::array();
     for (const auto& e : bans_.active(now))
       list.push_back({{"ip", e.ip.to_string()},
-                      {"since", e.since},
-                      {"until", e.until},
-                      {"remaining_s", e.until - now},
+                      {"since", floor_s(e.since)},
+                      {"until", floor_s(e.until)},
+                      {"remaining_s", ceil_s(e.until - now)},
                       {"offense", e.offense},
                       {"reason", e.reason}});
     return {200, json, nlohmann::json{{"bans", list}}.dump(1) + "\n"};
@@ -434,7 +484,7 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path) {
     auto ip = IpAddress::parse(path.substr(6));
     if (!ip) return {400, json, "{\"error\": \"not an IP address\"}\n"};
     if (!bans_.unban(*ip)) return {404, json, "{\"error\": \"not banned\"}\n"};
-    save_bans();
+    if (journal_) journal_->record_unban(*ip);
     log_.write("ban", {{"ip", ip->to_string()}, {"action", "unban"}, {"reason", "admin"}});
     return {200, json, nlohmann::json{{"unbanned", ip->to_string()}}.dump() + "\n"};
   }

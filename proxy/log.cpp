@@ -12,23 +12,49 @@
 namespace smtpgate {
 
 Logger::~Logger() {
+  writer_.reset();  // writes what is queued (bounded wait)
   if (own_fd_) ::close(fd_);
 }
 
 std::string Logger::open(const std::string& path, LogFormat format) {
   format_ = format;
-  if (path == "-") return {};
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-  if (fd < 0) return "cannot open log file " + path + ": " + std::strerror(errno);
-  if (own_fd_) ::close(fd_);
-  fd_ = fd;
-  own_fd_ = true;
+  if (path != "-") {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0) return "cannot open log file " + path + ": " + std::strerror(errno);
+    writer_.reset();
+    if (own_fd_) ::close(fd_);
+    fd_ = fd;
+    own_fd_ = true;
+  }
+  const LogFormat f = format_;
+  writer_ = std::make_unique<LogWriter>(fd_, [f](uint64_t dropped) {
+    // On the writer thread: its own timestamp, not the loop's cached one.
+    std::string ts = iso_timestamp_uncached();
+    std::string reason =
+        std::to_string(dropped) + " log lines dropped: the log sink did not keep up";
+    if (f == LogFormat::Json)
+      return "{\"ts\":\"" + ts + "\",\"event\":\"error\",\"component\":\"log\",\"reason\":\"" +
+             reason + "\",\"dropped\":" + std::to_string(dropped) + "}\n";
+    return ts + " error          component=log reason=\"" + reason +
+           "\" dropped=" + std::to_string(dropped) + "\n";
+  });
   return {};
 }
 
 namespace {
 
-// The date and time to the second change rarely: format them once per second.
+void append_timestamp_of(std::string& out, int64_t ms) {
+  std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(ms % 1000));
+  out.append(buf);
+}
+
+// The date and time to the second change rarely: format them once per second (loop thread).
 void append_timestamp(std::string& out) {
   static std::time_t cached_secs = -1;
   static char cached[64];
@@ -97,6 +123,14 @@ void append_field(std::string& out, bool json, std::string_view key, std::string
 std::string iso_timestamp() {
   std::string s;
   append_timestamp(s);
+  return s;
+}
+
+std::string iso_timestamp_uncached() {
+  std::string s;
+  append_timestamp_of(s, std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count());
   return s;
 }
 
@@ -235,8 +269,11 @@ void Logger::write(std::string_view event, const nlohmann::ordered_json& fields)
 
 void Logger::emit(std::string& line) {
   line += '\n';
-  // One write per line, straight to the descriptor: lines are never held back in a buffer
-  // and concurrent writers (none today) would not interleave within a line.
+  // Whole lines to the writer thread: never a write(2) on the loop, never half a line.
+  if (writer_) {
+    writer_->push(line);
+    return;
+  }
   const char* p = line.data();
   size_t left = line.size();
   while (left > 0) {

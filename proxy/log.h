@@ -1,9 +1,12 @@
-// The event log: one JSON object (or one aligned text line) per event, written at once.
+// The event log: one JSON object (or one aligned text line) per event, handed at once to
+// the writer thread (LogWriter), which writes it within microseconds unless the sink stalls.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <initializer_list>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -11,6 +14,7 @@
 
 #include "policy/decision.h"
 #include "policy/policy.h"
+#include "proxy/log_writer.h"
 
 namespace smtpgate {
 
@@ -21,8 +25,13 @@ class Logger {
   Logger(const Logger&) = delete;
   Logger& operator=(const Logger&) = delete;
 
-  // path "-" = standard error. Returns an error message or "".
+  // path "-" = standard error. Returns an error message or "". From then on lines go through
+  // the writer thread; before (start-up errors) they are written directly.
   std::string open(const std::string& path, LogFormat format);
+  // Lines lost because the sink did not keep up (or failed).
+  uint64_t dropped_total() const { return writer_ ? writer_->dropped_total() : 0; }
+  // Waits (bounded) until every line so far reached the sink: tests and shutdown.
+  bool drain(std::chrono::milliseconds timeout) { return !writer_ || writer_->drain(timeout); }
   void set_format(LogFormat f) { format_ = f; }
 
   // Writes one event. `fields` is a JSON object; "ts" and "event" are added first.
@@ -35,13 +44,15 @@ class Logger {
  private:
   friend class LogLine;
   void emit(std::string& line);
-  std::string line_;  // reused for every LogLine
+  std::string line_;  // reused for every LogLine (one loop thread)
   int fd_ = 2;
   bool own_fd_ = false;
   LogFormat format_ = LogFormat::Json;
+  std::unique_ptr<LogWriter> writer_;
 };
 
-std::string iso_timestamp();  // 2026-11-27T10:49:17.123Z
+std::string iso_timestamp();           // 2026-11-27T10:49:17.123Z (the loop thread's cached form)
+std::string iso_timestamp_uncached();  // the same, safe on any thread
 
 // Appends `s` as the body of a JSON string: escapes, and invalid UTF-8 becomes U+FFFD.
 void append_json_escaped(std::string& out, std::string_view s);

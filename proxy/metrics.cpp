@@ -211,6 +211,14 @@ std::string MetricsRegistry::render_prometheus() const {
 
   w.family("smtpgate_policy_reloads_total", "counter", "Policy reloads, by result.");
   w.counter<1>("smtpgate_policy_reloads_total", {"result"}, reloads_);
+
+  w.family("smtpgate_log_dropped_total", "counter",
+           "Log lines dropped because the log sink did not keep up or failed.");
+  w.sample("smtpgate_log_dropped_total", log_dropped_);
+
+  w.family("smtpgate_state_write_errors_total", "counter",
+           "Failed writes of the ban state file (bans stay in force in memory).");
+  w.sample("smtpgate_state_write_errors_total", state_write_errors_);
   return w.take();
 }
 

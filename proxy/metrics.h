@@ -88,6 +88,9 @@ class MetricsRegistry {
   void backend_error(std::string_view reason);  // "connect", "timeout", "protocol", ...
   void observe_backend_reply(double seconds);
   void policy_reload(std::string_view result);  // "loaded" | "rejected"
+  // Read from their owners when /metrics is rendered.
+  void set_log_dropped(uint64_t n) { log_dropped_ = n; }
+  void set_state_write_errors(uint64_t n) { state_write_errors_ = n; }
 
   uint64_t connections_active() const { return connections_active_; }
   const LabeledCounter<1>& connections() const { return connections_; }
@@ -116,6 +119,8 @@ class MetricsRegistry {
   double reply_sum_ = 0;
   uint64_t reply_count_ = 0;
   LabeledCounter<1> reloads_;  // result
+  uint64_t log_dropped_ = 0;
+  uint64_t state_write_errors_ = 0;
 };
 
 // Escapes a label value for the text format: backslash, double quote and newline.

@@ -16,6 +16,7 @@
 #include "policy/policy.h"
 #include "policy/rate_limiter.h"
 #include "proxy/admin_http.h"
+#include "proxy/ban_journal.h"
 #include "proxy/gateway.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
@@ -78,7 +79,14 @@ class Gateway final : public AdminServer::Handler {
   bool banned(const IpAddress& ip);
   // Records one counted AUTH failure; returns the failures within the window, this included.
   uint32_t record_auth_failure(const IpAddress& ip);
-  void ban(const IpAddress& ip, const std::string& reason, const std::string& session);
+  // Bans `ip` at once; returns the state-file record to wait for before the banned client
+  // hears its reply (0: nothing to wait for). See wait_for_ban_record().
+  uint64_t ban(const IpAddress& ip, const std::string& reason, const std::string& session);
+  // Whether the record is on disk (or its write failed, which is logged): the banned
+  // session's reply may go out. Otherwise the session is told later (Session::on_ban_recorded).
+  bool ban_recorded(uint64_t record) const;
+  void wait_for_ban_record(Session* s);
+  void forget_ban_waiter(Session* s);
   // Dry-run: logs the ban that enforcement would apply; changes nothing.
   void would_ban(const IpAddress& ip, const std::string& reason, const std::string& session);
 
@@ -94,7 +102,7 @@ class Gateway final : public AdminServer::Handler {
   void drain();
   void close_all();
   void load_bans();
-  void save_bans();
+  void on_journal_progress();
 
   RunOptions options_;
   uv_loop_t loop_{};
@@ -114,6 +122,10 @@ class Gateway final : public AdminServer::Handler {
   std::unique_ptr<AdminServer> admin_;
   uv_timer_t housekeeping_{};  // expires bans
   BanList bans_;
+  std::unique_ptr<BanJournal> journal_;  // with brute_force.state_file
+  std::vector<Session*> ban_waiters_;    // sessions holding a reply until their ban is on disk
+  uint64_t journal_errors_seen_ = 0;
+  bool journal_failing_ = false;
   std::map<IpAddress, uint32_t> per_ip_;  // admitted sessions by client address
   uint32_t admitted_ = 0;
   uint32_t accepted_this_turn_ = 0;  // see kAcceptsPerTurn

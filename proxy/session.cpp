@@ -761,7 +761,7 @@ void Session::cmd_auth(const smtp::Command& cmd) {
     if (d.enforced) {
       bool counts = engine::auth_refusal_counts_as_failure(d);
       if (d.verdict == Verdict::Ban) {
-        gw_.ban(facts_.client, d.reason, id_);
+        ban_record_ = gw_.ban(facts_.client, d.reason, id_);
         reply(d.reply);
         close_after_flush("banned");
         return;
@@ -899,7 +899,7 @@ void Session::count_auth_failure(std::string_view sent) {
     gw_.would_ban(facts_.client, d.reason, id_);
     return;
   }
-  gw_.ban(facts_.client, d.reason, id_);
+  ban_record_ = gw_.ban(facts_.client, d.reason, id_);
   close_after_flush("banned");
 }
 
@@ -1213,6 +1213,13 @@ void Session::flush() {
   if (finished_) return;
   backend_.flush();
   if (!client_) return;
+  if (ban_record_ != 0) {
+    if (!gw_.ban_recorded(ban_record_)) {
+      gw_.wait_for_ban_record(this);  // on_ban_recorded() calls back here
+      return;
+    }
+    ban_record_ = 0;
+  }
   flushing_ = true;
   client_->flush();
   flushing_ = false;
@@ -1289,6 +1296,7 @@ void Session::finish(std::string_view state) {
   if (finished_) return;
   finished_ = true;
   gw_.release(*this);
+  if (ban_record_ != 0) gw_.forget_ban_waiter(this);
   if (counted_) {
     gw_.metrics().connection_closed();
     gw_.metrics().session(listener_.name, to_string(facts_.cls));

@@ -58,6 +58,8 @@ class Session final : public Connection::Handler,
   void drain();
   // Shutdown after the drain period: closes at once (an unfinished message is not delivered).
   void abandon() { finish("shutdown"); }
+  // The state-file record of the ban this session caused is on disk: its reply may go out.
+  void on_ban_recorded() { flush(); }
   const IpAddress& client_ip() const { return facts_.client; }
   bool finished() const { return finished_; }
   bool admitted = false;  // counted by Gateway::admit, released once in finish()
@@ -239,7 +241,10 @@ class Session final : public Connection::Handler,
   uint64_t timer_due_ = 0;           // when the timer fires next
   bool close_when_flushed_ = false;
   bool flushing_ = false;  // inside flush(): the client connection's drained event waits
-  bool counted_ = false;   // connection_opened() was reported
+  // The ban this session caused: its reply waits until the record is on disk, so a crash
+  // right after the client heard it cannot lose the ban (0: nothing to wait for).
+  uint64_t ban_record_ = 0;
+  bool counted_ = false;                     // connection_opened() was reported
   std::string_view close_state_ = "closed";  // static strings only
   std::string discard_;     // body bytes of a message that can no longer be delivered
   uint64_t last_size_ = 0;  // the message whose final reply is awaited

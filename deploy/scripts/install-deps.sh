@@ -7,6 +7,7 @@ PACKAGES=(
   libuv1-dev libssl-dev nlohmann-json3-dev libcli11-dev catch2
   openssl ca-certificates curl swaks libnet-ssleay-perl python3 python3-aiosmtpd
   postfix dovecot-core
+  clang-14 libclang-rt-14-dev
 )
 
 missing=()

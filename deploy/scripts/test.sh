@@ -17,4 +17,12 @@ echo "== build (AddressSanitizer + UBSan)"
 echo "== tests (sanitizer build: unit tests and the real binary under ASan+UBSan)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir "$ROOT/build-asan" -j"$JOBS" --output-on-failure --timeout 300
+
+# The fuzz targets for a bounded time (build-fuzz/, about a minute in all); a finding fails
+# the run, with the input printed in hex. SMTPGATE_FUZZ_SECONDS=0 skips them.
+FUZZ_SECONDS=${SMTPGATE_FUZZ_SECONDS:-20}
+if [ "$FUZZ_SECONDS" -gt 0 ]; then
+  echo "== fuzz targets (libFuzzer + ASan + UBSan, ${FUZZ_SECONDS}s each)"
+  "$ROOT/tests/fuzz/run_fuzz.sh" "$FUZZ_SECONDS"
+fi
 echo "== all tests passed"

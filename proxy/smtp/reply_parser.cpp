@@ -70,8 +70,12 @@ ReplyParser::Result ReplyParser::feed(std::string_view input) {
         static_cast<const char*>(std::memchr(input.data() + i, '\n', input.size() - i));
     const size_t take =
         lf != nullptr ? static_cast<size_t>(lf - input.data()) - i : input.size() - i;
-    // +2: every stored line ends in CRLF; refusing early keeps the buffer bounded.
-    if (raw_.size() + take + (lf != nullptr ? 2 : 0) > kMaxReplyBytes) {
+    // Every stored line ends in CRLF (a CR already there is kept, a bare LF gets one);
+    // refusing early keeps the buffer bounded.
+    const bool ends_in_cr =
+        take > 0 ? input[i + take - 1] == '\r' : raw_.size() > line_start_ && raw_.back() == '\r';
+    const size_t terminator = lf == nullptr ? 0 : ends_in_cr ? 1 : 2;
+    if (raw_.size() + take + terminator > kMaxReplyBytes) {
       return fail(i + take, "reply too long");
     }
     raw_.append(input.data() + i, take);

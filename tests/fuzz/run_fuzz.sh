@@ -1,5 +1,7 @@
 #!/bin/sh
-# Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for a bounded time.
+# Builds the libFuzzer targets with clang (ASan + UBSan) into build-fuzz/ and runs each for a
+# bounded time; exits non-zero when a target finds an input that breaks its property (the
+# input is saved in build-fuzz/ and printed in hex).
 # Usage: tests/fuzz/run_fuzz.sh [seconds per target, default 60]
 # Not part of ctest: the seeded replays in tests/unit check the same properties without clang.
 set -eu
@@ -8,6 +10,7 @@ SECONDS_PER_TARGET=${1:-60}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 OUT=${FUZZ_OUT:-$ROOT/build-fuzz}
+TARGETS="fuzz_body_filter fuzz_command fuzz_backend_reply"
 
 CXX=""
 for c in clang++-14 clang++; do
@@ -17,7 +20,7 @@ if [ -z "$CXX" ]; then
   if command -v apt-get >/dev/null 2>&1 && apt-cache policy clang-14 | grep -q 'Candidate: [0-9]'; then
     echo "clang not found; installing clang-14" >&2
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    $SUDO apt-get install -y clang-14 >&2
+    $SUDO apt-get install -y clang-14 libclang-rt-14-dev >&2
     CXX=clang++-14
   else
     echo "clang++ is not available; skipping the fuzz run" >&2
@@ -25,21 +28,44 @@ if [ -z "$CXX" ]; then
   fi
 fi
 
-mkdir -p "$OUT"
-FLAGS="-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I$ROOT -I$ROOT/tests"
-SOURCES="$ROOT/proxy/smtp/line_reader.cpp $ROOT/proxy/smtp/command.cpp $ROOT/proxy/smtp/body_filter.cpp \
-  $ROOT/policy/domain_set.cpp"
+mkdir -p "$OUT/obj"
+FLAGS="-std=c++20 -g -O1 -fno-sanitize-recover=all -I$ROOT -I$ROOT/tests"
+SOURCES="proxy/smtp/line_reader.cpp proxy/smtp/command.cpp proxy/smtp/body_filter.cpp
+  proxy/smtp/reply_parser.cpp proxy/smtp/reply_check.cpp policy/domain_set.cpp"
+
+# The code under test is compiled once, with coverage but without libFuzzer's main.
+echo "== building the code under test" >&2
+OBJECTS=""
+for src in $SOURCES; do
+  obj="$OUT/obj/$(echo "$src" | tr / _).o"
+  # shellcheck disable=SC2086
+  $CXX $FLAGS -fsanitize=fuzzer-no-link,address,undefined -c "$ROOT/$src" -o "$obj"
+  OBJECTS="$OBJECTS $obj"
+done
 
 status=0
-for target in fuzz_body_filter fuzz_command; do
+for target in $TARGETS; do
   echo "== building $target" >&2
   # shellcheck disable=SC2086
-  $CXX $FLAGS "$HERE/$target.cpp" $SOURCES -o "$OUT/$target"
+  $CXX $FLAGS -fsanitize=fuzzer,address,undefined "$HERE/$target.cpp" $OBJECTS -o "$OUT/$target"
   mkdir -p "$OUT/corpus-$target"
+  # New inputs go to the first corpus directory; the checked-in seeds are only read.
+  extra=""
+  [ -d "$HERE/seeds/$target" ] && extra="$HERE/seeds/$target"
+  set --
+  if [ -f "$HERE/$target.dict" ]; then set -- "-dict=$HERE/$target.dict"; fi
   echo "== running $target for ${SECONDS_PER_TARGET}s" >&2
+  rm -f "$OUT/$target-crash-"* "$OUT/$target-leak-"* "$OUT/$target-timeout-"* "$OUT/$target-oom-"*
+  # shellcheck disable=SC2086
   if ! (cd "$OUT" && "./$target" -max_total_time="$SECONDS_PER_TARGET" -max_len=4096 \
-          -print_final_stats=1 "corpus-$target"); then
-    echo "== $target FAILED (crash input saved in $OUT)" >&2
+          -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$OUT/$target-" \
+          -print_final_stats=1 "$@" "corpus-$target" $extra); then
+    echo "== $target FAILED; the input, saved in $OUT:" >&2
+    for f in "$OUT/$target-"*; do
+      [ -f "$f" ] || continue
+      echo "$f:" >&2
+      od -An -tx1 -v "$f" | head -64 >&2
+    done
     status=1
   fi
 done

@@ -247,7 +247,11 @@ class Gateway:
 
     def _wait_listening(self):
         deadline = time.monotonic() + self.start_timeout
-        for name, host, port in self.listeners():
+        listeners = self.listeners()
+        admin = (self.policy.get("admin") or {}).get("listen")
+        if admin:
+            listeners.append(("admin",) + parse_listen(admin))   # opens after the SMTP ones
+        for name, host, port in listeners:
             while True:
                 if self.proc.poll() is not None:
                     self._join_readers()

@@ -202,16 +202,29 @@ class DefenceTestCase(IntegrationTestCase):
     def assertLoggedReply(self, gw, ip, rule, reply):
         """The decision log line of `rule` for client ip names the reply the
         client actually got (SPEC §3: a decision carries the SMTP reply sent)."""
-        lines = [d for d in gw.decisions(rule=rule) if d.get("client", "").startswith(ip + ":")]
-        self.assertTrue(lines, "no %s decision logged for %s" % (rule, ip))
+        def logged():
+            return [d for d in gw.decisions(rule=rule)
+                    if d.get("client", "").startswith(ip + ":")]
+        # Log lines reach the sink from the writer thread, maybe just after the reply.
+        lines = support.wait_until(logged, 5, message="a %s decision for %s" % (rule, ip))
         sent = reply.raw.decode("utf-8", "replace").splitlines()[0]
         self.assertEqual(lines[-1].get("reply"), sent,
                          "decision %s logs a reply the client never got: %r"
                          % (rule, lines[-1]))
 
     def read_state(self):
+        """The state file's journal replayed: {"bans": [ban records in force]}."""
         with open(self.state_file) as f:
-            return json.load(f)
+            lines = f.read().split("\n")[:-1]     # a torn last record does not count
+        self.assertEqual(json.loads(lines[0]), {"v": 2})
+        bans = {}
+        for line in lines[1:]:
+            rec = json.loads(line)
+            if "ban" in rec:
+                bans[rec["ban"]] = dict(rec, ip=rec["ban"])
+            elif "unban" in rec:
+                bans.pop(rec["unban"], None)
+        return {"bans": list(bans.values())}
 
     def state_ips(self):
         try:

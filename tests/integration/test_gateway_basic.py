@@ -335,12 +335,12 @@ class BackendFailureTest(GatewayTestCase):
         self.assertEqual(r.enhanced, "4.4.1", r)
         self.assertLess(time.monotonic() - t0, 10)
 
-    def test_backend_reply_timeout_gives_421(self):
-        # The backend takes 4 s to answer the final dot; backend_reply is 1 s. The client gets
-        # 421 after about a second, never the backend's late 250. Earlier commands in the
+    def test_backend_data_done_timeout_gives_421(self):
+        # The backend takes 4 s to answer the final dot; backend_data_done is 1 s. The client
+        # gets 421 after about a second, never the backend's late 250. Earlier commands in the
         # same session move the deadline: it must count from the dot, not from MAIL.
         self.backend_options = {"data_delay": 4}
-        self.start(timeouts={"backend_reply": "1s"})
+        self.start(timeouts={"backend_reply": "1s", "backend_data_done": "1s"})
         c = self.client()
         self.assertReply(c.command("MAIL FROM:<a@other.example>"), 250)
         time.sleep(0.6)
@@ -355,6 +355,17 @@ class BackendFailureTest(GatewayTestCase):
         self.assertGreater(waited, 0.8)
         self.assertLess(waited, 3.0)
         self.gw.wait_for_log(event="error", component="backend")
+
+    def test_final_reply_may_take_longer_than_backend_reply(self):
+        # Content scanning: the final dot's reply has its own bound (10 minutes by default,
+        # RFC 5321 §4.5.3.2.6), not backend_reply's.
+        self.backend_options = {"data_delay": 2}
+        self.start(timeouts={"backend_reply": "1s"})
+        c = self.client()
+        r = self.transaction(c, "a@other.example", ["user@example.com"], message("scanned"))
+        self.assertReply(r, 250)
+        self.assertEqual(len(self.backend.wait_for_messages(1)), 1)
+        self.assertEqual(self.gw.find(event="error", component="backend"), [])
 
     def test_backend_rejecting_data_is_relayed(self):
         self.backend_options = {"data_reply": "554 5.7.1 rejected by content filter"}

@@ -274,6 +274,27 @@ class BackendClosesTest(HostileBackendTestCase):
         self.assertNothingDelivered()
 
 
+class OrderTest(HostileBackendTestCase):
+
+    def test_many_pipelined_recipients_without_backend_pipelining_keep_their_order(self):
+        # More recipients than replies the gateway keeps owed at once (128): it pauses the
+        # client and goes on from each backend reply. Commands written from there must queue
+        # behind those still held, or every later reply lands on the wrong recipient.
+        n = 140
+        self.start(replies={"RCPT": lambda conn, line: b"250 2.1.5 ok\r\n" if "<r000@" in line
+                            else b"550 5.1.1 no such user\r\n"},
+                   pipelining=False, mx={"max_recipients": 1000})
+        c = self.client()
+        rcpts = ["r%03d@example.com" % i for i in range(n)]
+        c.send(("MAIL FROM:<%s>\r\n" % SENDER
+                + "".join("RCPT TO:<%s>\r\n" % r for r in rcpts)).encode())
+        self.assertEqual(c.read_reply().code, 250)
+        codes = [c.read_reply(timeout=15).code for _ in rcpts]
+        self.assertEqual(codes, [250] + [550] * (n - 1))
+        sent = [l for l in self.conn().commands if l.upper().startswith("RCPT")]
+        self.assertEqual(sent, ["RCPT TO:<%s>" % r for r in rcpts])
+
+
 class ReplyTextTest(HostileBackendTestCase):
 
     DIRTY_RCPT = b"550 5.1.1 bad \x1b[31mred\x00 text\rX\r\n"

@@ -112,7 +112,8 @@ class OutputBoundTest(HostileClientTestCase):
                          % (sent / 1e6, base, peak))
         # Stopped long before 200 MB: only the socket buffers and one held read are taken.
         self.assertLess(sent, 32 * 1024 * 1024, "the gateway kept reading a non-reading client")
-        self.assertLess(peak - base, 2048, "RSS grew from %d to %d kB" % (base, peak))
+        # The log queue may take up to 1 MiB (+1 MiB being written) of the refusals' lines.
+        self.assertLess(peak - base, 4096, "RSS grew from %d to %d kB" % (base, peak))
         # Over the bound for timeouts.command: closed.
         closed = self.gw.wait_for_log(event="session_close", timeout=15)
         self.assertEqual(closed["state"], "timeout")
@@ -213,7 +214,8 @@ class SynchronisationTest(HostileClientTestCase):
             c = self.client(ehlo=False)
             c.send(verb + b" / HTTP/1.1\r\n")
             self.assertClosedWith(c, b"")
-        self.assertEqual(len(self.gw.decisions(rule="protocol.http")), 4)
+        support.wait_until(lambda: len(self.gw.decisions(rule="protocol.http")) == 4, 5,
+                           message="4 protocol.http decisions")
         self.assertEqual(self.backend.connections(), [])
 
     def test_command_pipelined_after_ehlo(self):

@@ -6,13 +6,14 @@ using smtpgate::BanEntry;
 using smtpgate::BanList;
 using smtpgate::BruteForcePolicy;
 using smtpgate::IpAddress;
-using smtpgate::UnixSeconds;
+using smtpgate::UnixMillis;
 
 namespace {
 
-constexpr UnixSeconds kHour = 3600;
-constexpr UnixSeconds kDay = 24 * kHour;
-constexpr UnixSeconds kT0 = 1700000000;  // an arbitrary "now"
+constexpr UnixMillis kSec = 1000;  // BanList counts milliseconds
+constexpr UnixMillis kHour = 3600 * kSec;
+constexpr UnixMillis kDay = 24 * kHour;
+constexpr UnixMillis kT0 = 1700000000 * kSec;  // an arbitrary "now"
 
 IpAddress ip(const char* text) {
   auto a = IpAddress::parse(text);
@@ -36,11 +37,11 @@ TEST_CASE("BanList: failures within the window are counted", "[ban_list]") {
   auto bf = defaults();
   auto a = ip("192.0.2.1");
   CHECK(b.record_failure(a, kT0, bf) == 1);
-  CHECK(b.record_failure(a, kT0 + 100, bf) == 2);
-  CHECK(b.record_failure(a, kT0 + 200, bf) == 3);
+  CHECK(b.record_failure(a, kT0 + 100 * kSec, bf) == 2);
+  CHECK(b.record_failure(a, kT0 + 200 * kSec, bf) == 3);
   // Other addresses have their own counts.
-  CHECK(b.record_failure(ip("192.0.2.2"), kT0 + 200, bf) == 1);
-  CHECK(b.record_failure(ip("2001:db8::1"), kT0 + 200, bf) == 1);
+  CHECK(b.record_failure(ip("192.0.2.2"), kT0 + 200 * kSec, bf) == 1);
+  CHECK(b.record_failure(ip("2001:db8::1"), kT0 + 200 * kSec, bf) == 1);
   CHECK(b.tracked_failures() == 3);
 }
 
@@ -49,13 +50,13 @@ TEST_CASE("BanList: failures older than the window do not count", "[ban_list]") 
   auto bf = defaults();
   auto a = ip("192.0.2.1");
   REQUIRE(b.record_failure(a, kT0, bf) == 1);
-  REQUIRE(b.record_failure(a, kT0 + 100, bf) == 2);
-  REQUIRE(b.record_failure(a, kT0 + 200, bf) == 3);
+  REQUIRE(b.record_failure(a, kT0 + 100 * kSec, bf) == 2);
+  REQUIRE(b.record_failure(a, kT0 + 200 * kSec, bf) == 3);
   // The first failure is exactly one window old at kT0+600: it no longer counts.
-  CHECK(b.record_failure(a, kT0 + 599, bf) == 4);
-  CHECK(b.record_failure(a, kT0 + 600, bf) == 4);
+  CHECK(b.record_failure(a, kT0 + 599 * kSec, bf) == 4);
+  CHECK(b.record_failure(a, kT0 + 600 * kSec, bf) == 4);
   // All of them out of the window.
-  CHECK(b.record_failure(a, kT0 + 600 + 600, bf) == 1);
+  CHECK(b.record_failure(a, kT0 + 1200 * kSec, bf) == 1);
 }
 
 TEST_CASE("BanList: the count reaches max_failures and stays there", "[ban_list]") {
@@ -64,12 +65,12 @@ TEST_CASE("BanList: the count reaches max_failures and stays there", "[ban_list]
   bf.max_failures = 3;
   auto a = ip("192.0.2.1");
   CHECK(b.record_failure(a, kT0, bf) == 1);
-  CHECK(b.record_failure(a, kT0 + 1, bf) == 2);
-  CHECK(b.record_failure(a, kT0 + 2, bf) == 3);  // the caller bans here
+  CHECK(b.record_failure(a, kT0 + 1 * kSec, bf) == 2);
+  CHECK(b.record_failure(a, kT0 + 2 * kSec, bf) == 3);  // the caller bans here
   // Only the last max_failures failures are kept, so the count is capped.
-  CHECK(b.record_failure(a, kT0 + 3, bf) == 3);
+  CHECK(b.record_failure(a, kT0 + 3 * kSec, bf) == 3);
   // The window slides over the kept ones: kT0+1 and kT0+2 have left at kT0+602.
-  CHECK(b.record_failure(a, kT0 + 602, bf) == 2);
+  CHECK(b.record_failure(a, kT0 + 602 * kSec, bf) == 2);
 }
 
 TEST_CASE("BanList: a ban resets the failure count", "[ban_list]") {
@@ -77,14 +78,14 @@ TEST_CASE("BanList: a ban resets the failure count", "[ban_list]") {
   auto bf = defaults();
   auto a = ip("192.0.2.1");
   for (int i = 0; i < 5; ++i) b.record_failure(a, kT0 + i, bf);
-  BanEntry e = b.ban(a, kT0 + 5, bf, "5 AUTH failures");
+  BanEntry e = b.ban(a, kT0 + 5 * kSec, bf, "5 AUTH failures");
   CHECK(e.ip == a);
-  CHECK(e.since == kT0 + 5);
-  CHECK(e.until == kT0 + 5 + kHour);
+  CHECK(e.since == kT0 + 5 * kSec);
+  CHECK(e.until == kT0 + 5 * kSec + kHour);
   CHECK(e.offense == 1);
   CHECK(e.reason == "5 AUTH failures");
   CHECK(b.tracked_failures() == 0);
-  CHECK(b.record_failure(a, kT0 + 6, bf) == 1);
+  CHECK(b.record_failure(a, kT0 + 6 * kSec, bf) == 1);
 }
 
 TEST_CASE("BanList: bans and expiry", "[ban_list]") {
@@ -96,20 +97,20 @@ TEST_CASE("BanList: bans and expiry", "[ban_list]") {
   CHECK(b.banned(a, kT0));
   CHECK(b.banned(a, kT0 + kHour - 1));
   CHECK_FALSE(b.banned(a, kT0 + kHour));  // `until` is the first free second
-  REQUIRE(b.find(a, kT0 + 10));
-  CHECK(b.find(a, kT0 + 10)->until == kT0 + kHour);
+  REQUIRE(b.find(a, kT0 + 10 * kSec));
+  CHECK(b.find(a, kT0 + 10 * kSec)->until == kT0 + kHour);
   CHECK_FALSE(b.find(a, kT0 + kHour));
-  CHECK(b.active(kT0 + 10).size() == 1);
+  CHECK(b.active(kT0 + 10 * kSec).size() == 1);
   CHECK(b.active(kT0 + kHour).empty());
   CHECK_FALSE(b.banned(ip("192.0.2.2"), kT0));
 
   CHECK_FALSE(b.expire(kT0 + kHour - 1, bf));
-  CHECK(b.to_json()["bans"].size() == 1);
+  CHECK(b.ban_count() == 1);
   CHECK(b.expire(kT0 + kHour, bf));
-  CHECK(b.to_json()["bans"].empty());
+  CHECK(b.ban_count() == 0);
   CHECK_FALSE(b.expire(kT0 + kHour, bf));
   // The offense is remembered after the ban itself is gone.
-  CHECK(b.to_json()["history"].size() == 1);
+  CHECK(b.history_count() == 1);
 }
 
 TEST_CASE("BanList: an IPv4-mapped client is the same IPv4 address", "[ban_list]") {
@@ -123,11 +124,11 @@ TEST_CASE("BanList: repeat offenders escalate 1h, 4h, 16h ... capped at max_ban"
   BanList b;
   auto bf = defaults();
   auto a = ip("192.0.2.1");
-  const UnixSeconds expected[] = {1 * kHour,   4 * kHour, 16 * kHour, 64 * kHour,
-                                  256 * kHour, 30 * kDay, 30 * kDay};  // 1024h > 30d
-  UnixSeconds now = kT0;
+  const UnixMillis expected[] = {1 * kHour,   4 * kHour, 16 * kHour, 64 * kHour,
+                                 256 * kHour, 30 * kDay, 30 * kDay};  // 1024h > 30d
+  UnixMillis now = kT0;
   uint32_t offense = 0;
-  for (UnixSeconds duration : expected) {
+  for (UnixMillis duration : expected) {
     BanEntry e = b.ban(a, now, bf, "r");
     ++offense;
     INFO("offense " << offense);
@@ -147,14 +148,14 @@ TEST_CASE("BanList: the multiplier and the cap come from the policy", "[ban_list
   bf.ban_multiplier = 2;
   bf.max_ban = smtpgate::Seconds(2000);
   auto a = ip("2001:db8::7");
-  CHECK(b.ban(a, kT0, bf, "r").until == kT0 + 600);
-  CHECK(b.ban(a, kT0 + 600, bf, "r").until == kT0 + 600 + 1200);
-  CHECK(b.ban(a, kT0 + 1800, bf, "r").until == kT0 + 1800 + 2000);
+  CHECK(b.ban(a, kT0, bf, "r").until == kT0 + 600 * kSec);
+  CHECK(b.ban(a, kT0 + 600 * kSec, bf, "r").until == kT0 + 1800 * kSec);
+  CHECK(b.ban(a, kT0 + 1800 * kSec, bf, "r").until == kT0 + 3800 * kSec);
 }
 
 TEST_CASE("BanList: offense history is forgotten max_ban after the last ban ended", "[ban_list]") {
   auto bf = defaults();
-  const UnixSeconds max_ban = bf.max_ban.count();
+  const UnixMillis max_ban = bf.max_ban.count() * kSec;
   auto a = ip("192.0.2.1");
   SECTION("still remembered at exactly max_ban") {
     BanList b;
@@ -166,7 +167,7 @@ TEST_CASE("BanList: offense history is forgotten max_ban after the last ban ende
   SECTION("forgotten one second later") {
     BanList b;
     BanEntry first = b.ban(a, kT0, bf, "r");
-    BanEntry second = b.ban(a, first.until + max_ban + 1, bf, "r");
+    BanEntry second = b.ban(a, first.until + max_ban + 1 * kSec, bf, "r");
     CHECK(second.offense == 1);
     CHECK(second.until - second.since == kHour);
   }
@@ -174,10 +175,10 @@ TEST_CASE("BanList: offense history is forgotten max_ban after the last ban ende
     BanList b;
     BanEntry first = b.ban(a, kT0, bf, "r");
     b.expire(first.until + max_ban, bf);
-    CHECK(b.to_json()["history"].size() == 1);
-    b.expire(first.until + max_ban + 1, bf);
-    CHECK(b.to_json()["history"].empty());
-    CHECK(b.ban(a, first.until + max_ban + 2, bf, "r").offense == 1);
+    CHECK(b.history_count() == 1);
+    b.expire(first.until + max_ban + 1 * kSec, bf);
+    CHECK(b.history_count() == 0);
+    CHECK(b.ban(a, first.until + max_ban + 2 * kSec, bf, "r").offense == 1);
   }
 }
 
@@ -187,14 +188,14 @@ TEST_CASE("BanList: unban", "[ban_list]") {
   auto a = ip("192.0.2.1");
   CHECK_FALSE(b.unban(a));
   b.ban(a, kT0, bf, "r");
-  b.record_failure(a, kT0 + 1, bf);  // a session still in flight
+  b.record_failure(a, kT0 + 1 * kSec, bf);  // a session still in flight
   CHECK(b.unban(a));
-  CHECK_FALSE(b.banned(a, kT0 + 2));
-  CHECK(b.active(kT0 + 2).empty());
+  CHECK_FALSE(b.banned(a, kT0 + 2 * kSec));
+  CHECK(b.active(kT0 + 2 * kSec).empty());
   CHECK(b.tracked_failures() == 0);
   CHECK_FALSE(b.unban(a));
   // Unbanning keeps the offense history: the next ban escalates.
-  CHECK(b.ban(a, kT0 + 10, bf, "r").offense == 2);
+  CHECK(b.ban(a, kT0 + 10 * kSec, bf, "r").offense == 2);
 }
 
 TEST_CASE("BanList: idle failure records are dropped once out of the window", "[ban_list]") {
@@ -202,15 +203,15 @@ TEST_CASE("BanList: idle failure records are dropped once out of the window", "[
   auto bf = defaults();
   b.record_failure(ip("192.0.2.1"), kT0, bf);
   b.record_failure(ip("192.0.2.2"), kT0, bf);
-  b.record_failure(ip("192.0.2.3"), kT0 + 300, bf);
+  b.record_failure(ip("192.0.2.3"), kT0 + 300 * kSec, bf);
   CHECK(b.tracked_failures() == 3);
-  b.record_failure(ip("192.0.2.4"), kT0 + 600, bf);
+  b.record_failure(ip("192.0.2.4"), kT0 + 600 * kSec, bf);
   CHECK(b.tracked_failures() == 2);
   // Failing again keeps an address: only its last failure decides.
-  b.record_failure(ip("192.0.2.3"), kT0 + 800, bf);
-  b.record_failure(ip("192.0.2.5"), kT0 + 900, bf);
+  b.record_failure(ip("192.0.2.3"), kT0 + 800 * kSec, bf);
+  b.record_failure(ip("192.0.2.5"), kT0 + 900 * kSec, bf);
   CHECK(b.tracked_failures() == 3);
-  CHECK(b.record_failure(ip("192.0.2.3"), kT0 + 1000, bf) == 2);
+  CHECK(b.record_failure(ip("192.0.2.3"), kT0 + 1000 * kSec, bf) == 2);
 }
 
 TEST_CASE("BanList: failure tracking is bounded and keeps live counts after a flood",
@@ -225,45 +226,58 @@ TEST_CASE("BanList: failure tracking is bounded and keeps live counts after a fl
   // Once the flood has left the window a guesser interleaved with other clients is
   // still counted (the flood's records must not crowd out live ones).
   auto guesser = ip("198.51.100.7");
-  CHECK(b.record_failure(guesser, kT0 + 601, bf) == 1);
+  CHECK(b.record_failure(guesser, kT0 + 601 * kSec, bf) == 1);
   CHECK(b.tracked_failures() == 1);
-  CHECK(b.record_failure(ip("198.51.100.8"), kT0 + 602, bf) == 1);
-  CHECK(b.record_failure(ip("198.51.100.9"), kT0 + 603, bf) == 1);
-  CHECK(b.record_failure(guesser, kT0 + 604, bf) == 2);
+  CHECK(b.record_failure(ip("198.51.100.8"), kT0 + 602 * kSec, bf) == 1);
+  CHECK(b.record_failure(ip("198.51.100.9"), kT0 + 603 * kSec, bf) == 1);
+  CHECK(b.record_failure(guesser, kT0 + 604 * kSec, bf) == 2);
 }
 
-TEST_CASE("BanList: to_json and from_json round trip", "[ban_list]") {
+TEST_CASE("BanList: a ban lasts its duration to the millisecond", "[ban_list]") {
+  BanList b;
+  auto bf = defaults();
+  bf.ban = smtpgate::Seconds(1);
+  auto a = ip("192.0.2.1");
+  const UnixMillis at = kT0 + 961;  // hh:mm:ss.961: the ban must not end at the next second
+  BanEntry e = b.ban(a, at, bf, "r");
+  CHECK(e.until == at + kSec);
+  CHECK(b.banned(a, at + kSec - 1));
+  CHECK_FALSE(b.banned(a, at + kSec));
+}
+
+TEST_CASE("BanList: restore puts back bans and history without escalating", "[ban_list]") {
   BanList b;
   auto bf = defaults();
   auto a = ip("192.0.2.1");
-  auto c = ip("2001:db8::1");
-  b.ban(a, kT0, bf, "5 AUTH failures");
-  b.ban(c, kT0 + 10, bf, "AUTH on mx");
-  b.expire(kT0 + kHour + 5, bf);  // a's ban has ended; its offense stays in the history
-  b.ban(c, kT0 + kHour + 20, bf, "again");
-
-  auto doc = b.to_json();
-  CHECK(doc["version"] == 1);
-  BanList loaded;
-  REQUIRE(loaded.from_json(nlohmann::json::parse(doc.dump())) == "");
-  CHECK(loaded.to_json() == doc);
-  auto e = loaded.find(c, kT0 + kHour + 30);
-  REQUIRE(e);
-  CHECK(e->reason == "again");
-  CHECK(e->offense == 2);
-  CHECK(e->since == kT0 + kHour + 20);
-  CHECK(e->until == kT0 + kHour + 20 + 4 * kHour);
-  CHECK_FALSE(loaded.banned(a, kT0 + kHour + 30));
-  // Escalation survives the restart.
-  CHECK(loaded.ban(a, kT0 + 2 * kHour, bf, "r").offense == 2);
+  BanEntry e;
+  e.ip = a;
+  e.since = kT0;
+  e.until = kT0 + 4 * kHour;
+  e.offense = 2;
+  e.reason = "again";
+  b.restore(e);
+  b.restore_history(ip("192.0.2.9"), 3, kT0 - kHour);
+  REQUIRE(b.find(a, kT0 + 1));
+  CHECK(b.find(a, kT0 + 1)->reason == "again");
+  CHECK(b.history_count() == 2);
+  // The next offense after this ban is the third.
+  CHECK(b.ban(a, kT0 + 5 * kHour, bf, "r").offense == 3);
+  CHECK(b.ban(ip("192.0.2.9"), kT0, bf, "r").offense == 4);
+  size_t bans = 0, histories = 0;
+  b.visit([&](const BanEntry&) { ++bans; },
+          [&](const IpAddress&, uint32_t, UnixMillis) { ++histories; });
+  CHECK(bans == 2);
+  CHECK(histories == 0);
 }
 
 TEST_CASE("BanList: an old document without history loads", "[ban_list]") {
   BanList b;
   REQUIRE(b.from_json(parse(R"({"version": 1, "bans": [
       {"ip": "192.0.2.1", "since": 100, "until": 200, "offense": 1}]})")) == "");
-  REQUIRE(b.find(ip("192.0.2.1"), 150));
-  CHECK(b.find(ip("192.0.2.1"), 150)->reason == "");
+  // Version 1 counted seconds.
+  REQUIRE(b.find(ip("192.0.2.1"), 150 * kSec));
+  CHECK(b.find(ip("192.0.2.1"), 150 * kSec)->reason == "");
+  CHECK_FALSE(b.find(ip("192.0.2.1"), 200 * kSec));
 }
 
 TEST_CASE("BanList: corrupt documents are rejected and nothing is loaded", "[ban_list]") {
@@ -296,7 +310,7 @@ TEST_CASE("BanList: corrupt documents are rejected and nothing is loaded", "[ban
     REQUIRE_NOTHROW(err = b.from_json(parse(text)));
     CHECK_FALSE(err.empty());
     // The earlier state is untouched.
-    CHECK(b.banned(kept, kT0 + 1));
-    CHECK(b.active(kT0 + 1).size() == 1);
+    CHECK(b.banned(kept, kT0 + 1 * kSec));
+    CHECK(b.active(kT0 + 1 * kSec).size() == 1);
   }
 }

@@ -70,6 +70,12 @@ smtpgate_backend_reply_seconds_sum 0
 smtpgate_backend_reply_seconds_count 0
 # HELP smtpgate_policy_reloads_total Policy reloads, by result.
 # TYPE smtpgate_policy_reloads_total counter
+# HELP smtpgate_log_dropped_total Log lines dropped because the log sink did not keep up or failed.
+# TYPE smtpgate_log_dropped_total counter
+smtpgate_log_dropped_total 0
+# HELP smtpgate_state_write_errors_total Failed writes of the ban state file (bans stay in force in memory).
+# TYPE smtpgate_state_write_errors_total counter
+smtpgate_state_write_errors_total 0
 )";
 
 }  // namespace
@@ -110,6 +116,8 @@ TEST_CASE("MetricsRegistry: the exact exposition of a small registry", "[metrics
   m.observe_backend_reply(60);  // only in +Inf
   m.policy_reload("ok");
   m.policy_reload("failed");
+  m.set_log_dropped(7);
+  m.set_state_write_errors(2);
 
   const char* expected = R"(# HELP smtpgate_connections_total TCP connections accepted, by listener.
 # TYPE smtpgate_connections_total counter
@@ -177,6 +185,12 @@ smtpgate_backend_reply_seconds_count 4
 # TYPE smtpgate_policy_reloads_total counter
 smtpgate_policy_reloads_total{result="failed"} 1
 smtpgate_policy_reloads_total{result="ok"} 1
+# HELP smtpgate_log_dropped_total Log lines dropped because the log sink did not keep up or failed.
+# TYPE smtpgate_log_dropped_total counter
+smtpgate_log_dropped_total 7
+# HELP smtpgate_state_write_errors_total Failed writes of the ban state file (bans stay in force in memory).
+# TYPE smtpgate_state_write_errors_total counter
+smtpgate_state_write_errors_total 2
 )";
   CHECK(m.render_prometheus() == expected);
   CHECK(m.connections_active() == 2);

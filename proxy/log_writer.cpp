@@ -1,0 +1,134 @@
+#include "proxy/log_writer.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace smtpgate {
+
+struct LogWriter::State {
+  int fd = -1;
+  DropNotice notice;
+  std::mutex mu;
+  std::condition_variable wake;  // the writer: lines are queued, or stop
+  std::condition_variable idle;  // drain(): the queue was written
+  std::string queue;             // guarded by mu
+  bool writer_waiting = false;   // guarded by mu: only then is `wake` notified
+  bool writing = false;          // guarded by mu: a batch is on its way to the sink
+  bool stop = false;             // guarded by mu
+  std::atomic<uint64_t> dropped{0};
+  std::atomic<uint64_t> unreported{0};
+  std::atomic<uint64_t> errors{0};
+};
+
+namespace {
+
+// Writes all of `data`; false on an error other than EINTR.
+bool write_all(int fd, const char* p, size_t left) {
+  while (left > 0) {
+    ssize_t n = ::write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+uint64_t count_lines(std::string_view s) {
+  uint64_t n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+}  // namespace
+
+LogWriter::LogWriter(int fd, DropNotice notice) : st_(std::make_shared<State>()) {
+  st_->fd = fd;
+  st_->notice = std::move(notice);
+  thread_ = std::thread(run, st_);
+}
+
+LogWriter::~LogWriter() {
+  const bool written = drain(kStopWait);
+  {
+    std::lock_guard lock(st_->mu);
+    st_->stop = true;
+  }
+  st_->wake.notify_one();
+  // A sink stuck for good keeps its thread in write(2): leave it to the process's exit.
+  if (written) {
+    thread_.join();
+  } else {
+    thread_.detach();
+  }
+}
+
+bool LogWriter::push(std::string_view line) {
+  bool notify = false;
+  {
+    std::lock_guard lock(st_->mu);
+    if (st_->queue.size() + line.size() > kMaxQueuedBytes) {
+      st_->dropped.fetch_add(1, std::memory_order_relaxed);
+      st_->unreported.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    st_->queue.append(line);
+    notify = st_->writer_waiting;
+    st_->writer_waiting = false;
+  }
+  // A busy writer takes the line with its next batch: no wake-up per line under load.
+  if (notify) st_->wake.notify_one();
+  return true;
+}
+
+bool LogWriter::drain(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(st_->mu);
+  return st_->idle.wait_for(lock, timeout, [this] { return st_->queue.empty() && !st_->writing; });
+}
+
+uint64_t LogWriter::dropped_total() const {
+  return st_->dropped.load(std::memory_order_relaxed);
+}
+
+uint64_t LogWriter::write_errors() const {
+  return st_->errors.load(std::memory_order_relaxed);
+}
+
+void LogWriter::run(std::shared_ptr<State> st) {
+  std::string batch;
+  for (;;) {
+    {
+      std::unique_lock lock(st->mu);
+      st->writing = false;
+      if (st->queue.empty()) st->idle.notify_all();
+      while (st->queue.empty() && !st->stop) {
+        st->writer_waiting = true;
+        st->wake.wait(lock);
+      }
+      if (st->queue.empty()) return;  // stop, and everything is written
+      batch.clear();
+      batch.swap(st->queue);
+      st->writing = true;
+    }
+    if (!write_all(st->fd, batch.data(), batch.size())) {
+      // The lines of a failed write are lost (a partial write's rest too): count them all.
+      st->errors.fetch_add(1, std::memory_order_relaxed);
+      const uint64_t lost = count_lines(batch);
+      st->dropped.fetch_add(lost, std::memory_order_relaxed);
+      st->unreported.fetch_add(lost, std::memory_order_relaxed);
+      continue;
+    }
+    // The sink takes lines again: say how many it missed.
+    if (const uint64_t lost = st->unreported.exchange(0, std::memory_order_relaxed); lost > 0) {
+      const std::string notice = st->notice ? st->notice(lost) : std::string();
+      if (!notice.empty() && !write_all(st->fd, notice.data(), notice.size()))
+        st->unreported.fetch_add(lost, std::memory_order_relaxed);
+    }
+    if (batch.capacity() > 4 * kMaxQueuedBytes) std::string().swap(batch);
+  }
+}
+
+}  // namespace smtpgate
