@@ -134,7 +134,8 @@ std::string explain_json(const ExplainResult& r) {
          {"reply", d.allowed() ? nlohmann::json(nullptr) : nlohmann::json(d.reply.line())}});
   }
   doc["outcome"] = r.accepted ? "accepted" : "rejected";
-  return doc.dump(2) + "\n";
+  // Arguments are any bytes: invalid UTF-8 is replaced, never thrown.
+  return doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace smtpgate

@@ -36,9 +36,11 @@ namespace {
 
 using json = nlohmann::json;
 
-// JSON string syntax: shows control characters and quotes unambiguously.
+// JSON string syntax: shows control characters and quotes unambiguously. Text from files
+// may be any bytes: invalid UTF-8 is shown as U+FFFD, never thrown (a throw here would end
+// the process from a reload).
 std::string quote(std::string_view s) {
-  return json(std::string(s)).dump();
+  return json(std::string(s)).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 // A bad list file gets this many line errors, then one summary: a wrong file given as a

@@ -45,6 +45,12 @@ int64_t ceil_s(UnixMillis ms) {
   return (ms + 999) / 1000;
 }
 
+// Admin answers carry text from files and clients (policy errors, ban reasons): invalid
+// UTF-8 is replaced, never thrown inside a libuv callback.
+std::string dump_json(const nlohmann::json& j, int indent = -1) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
 }  // namespace
 
 Gateway::Gateway(RunOptions options) : options_(std::move(options)) {
@@ -462,9 +468,8 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path) {
   if (path == "/reload") {
     if (method != "POST") return {405, "text/plain", "POST only\n", "POST"};
     std::string err = reload();
-    if (!err.empty())
-      return {400, json, nlohmann::json{{"result", "rejected"}, {"errors", err}}.dump() + "\n"};
-    return {200, json, nlohmann::json{{"result", "loaded"}}.dump() + "\n"};
+    if (!err.empty()) return {400, json, dump_json({{"result", "rejected"}, {"errors", err}})};
+    return {200, json, dump_json({{"result", "loaded"}})};
   }
   if (path == "/bans") {
     if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
@@ -477,7 +482,7 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path) {
                       {"remaining_s", ceil_s(e.until - now)},
                       {"offense", e.offense},
                       {"reason", e.reason}});
-    return {200, json, nlohmann::json{{"bans", list}}.dump(1) + "\n"};
+    return {200, json, dump_json({{"bans", list}}, 1)};
   }
   if (path.starts_with("/bans/")) {
     if (method != "DELETE") return {405, "text/plain", "DELETE only\n", "DELETE"};
@@ -486,7 +491,7 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path) {
     if (!bans_.unban(*ip)) return {404, json, "{\"error\": \"not banned\"}\n"};
     if (journal_) journal_->record_unban(*ip);
     log_.write("ban", {{"ip", ip->to_string()}, {"action", "unban"}, {"reason", "admin"}});
-    return {200, json, nlohmann::json{{"unbanned", ip->to_string()}}.dump() + "\n"};
+    return {200, json, dump_json({{"unbanned", ip->to_string()}})};
   }
   return {404, "text/plain", "not found\n"};
 }

@@ -836,6 +836,28 @@ class AdminTest(DefenceTestCase):
                 if not ok:
                     self.assertIn("/admin", out.stderr)
 
+    def test_reload_with_invalid_utf8_in_a_list_file(self):
+        # The rejection names the bad entry; rendering it as JSON must not end the process.
+        policy = self.policy()
+        gw = self.start_gateway(policy)
+        bad_list = os.path.join(self.statedir, "blocked.txt")
+        with open(bad_list, "wb") as f:
+            f.write(b"192.0.2.1\n198.51.100.\xe9\xff/24\n")
+        broken = copy.deepcopy(policy)
+        broken["lists"] = {"blocked": {"file": bad_list}}
+        broken["mx"] = {"access": {"deny": ["@blocked"]}}
+        with open(gw.policy_path, "w") as f:
+            json.dump(broken, f)
+        status, _, body = self.admin(gw, "POST", "/reload")
+        self.assertEqual(status, 400, body)
+        self.assertIn("198.51.100.\ufffd\ufffd/24", json.loads(body)["errors"])
+        gw.signal(signal.SIGHUP)
+        support.wait_until(lambda: len(gw.find(event="policy_reload", result="rejected")) == 2, 5,
+                           message="two rejected reloads logged")
+        self.assertIsNone(gw.proc.poll())
+        c = self.greeted(gw, "127.0.0.47", "mx")
+        self.assertReply(c.command("NOOP"), 250)
+
     def test_admin_reload_broken_then_good(self):
         ip = "127.0.0.49"
         policy = self.policy()

@@ -671,6 +671,18 @@ TEST_CASE("loader: list files", "[loader]") {
   CHECK(load(policy(bad), lists_only).errors.size() == 2);
 }
 
+TEST_CASE("loader: invalid UTF-8 in a list file is an error, never an exception", "[loader]") {
+  TempDir dir;
+  std::string path = dir.write("latin1.txt", "192.0.2.1\n198.51.100.\xe9\xff/24\n");
+  LoadOptions files;
+  LoadResult r;
+  REQUIRE_NOTHROW(r = load(with(R"("lists": { "l": { "file": ")" + path + R"(" } })"), files));
+  auto errs = errors_of(r);
+  REQUIRE(errs.size() == 1);
+  // The bytes as they are; whoever renders the message as JSON replaces them.
+  CHECK(contains(errs[0], "latin1.txt:2: /lists/l/file: \"198.51.100.\xe9\xff/24\" is not an IP"));
+}
+
 TEST_CASE("loader: a hopeless list file is summarised", "[loader]") {
   TempDir dir;
   std::string junk;
