@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "policy/replies.h"
+#include "policy/rule_ids.h"
 
 namespace smtpgate::engine {
 namespace {
@@ -113,30 +114,32 @@ ListenerClass initial_class(const Listener& listener) {
 Decision connect(const Policy& p, const SessionFacts& s) {
   if (s.banned) {
     if (never_banned(p, s.client))
-      return allow(Stage::Connect, "ban", s.client.to_string() + " is banned but in never_ban");
-    return refuse(Stage::Connect, "ban", Verdict::Reject, p.brute_force_mode(),
+      return allow(Stage::Connect, rules::kBan,
+                   s.client.to_string() + " is banned but in never_ban");
+    return refuse(Stage::Connect, rules::kBan, Verdict::Reject, p.brute_force_mode(),
                   s.client.to_string() + " is banned", replies::access_denied(p.hostname));
   }
   switch (s.listener->cls) {
     case ListenerClass::Mx: {
-      auto r = check_access(p, p.mx.access, s.client, "mx.access");
-      if (r.allowed) return allow(Stage::Connect, "mx.access", std::move(r.reason));
-      return refuse(Stage::Connect, "mx.access", Verdict::Reject, p.mx_mode(), std::move(r.reason),
-                    replies::access_denied(p.hostname));
+      auto r = check_access(p, p.mx.access, s.client, rules::kMxAccess);
+      if (r.allowed) return allow(Stage::Connect, rules::kMxAccess, std::move(r.reason));
+      return refuse(Stage::Connect, rules::kMxAccess, Verdict::Reject, p.mx_mode(),
+                    std::move(r.reason), replies::access_denied(p.hostname));
     }
     case ListenerClass::Submission: {
-      auto r = check_access(p, p.submission.access, s.client, "submission.access");
-      if (r.allowed) return allow(Stage::Connect, "submission.access", std::move(r.reason));
-      return refuse(Stage::Connect, "submission.access", Verdict::Reject, p.submission_mode(),
+      auto r = check_access(p, p.submission.access, s.client, rules::kSubmissionAccess);
+      if (r.allowed) return allow(Stage::Connect, rules::kSubmissionAccess, std::move(r.reason));
+      return refuse(Stage::Connect, rules::kSubmissionAccess, Verdict::Reject, p.submission_mode(),
                     std::move(r.reason), replies::access_denied(p.hostname));
     }
     case ListenerClass::Auto: {
       // Refused only when both classes deny: the host can neither deliver nor submit.
-      auto mx = check_access(p, p.mx.access, s.client, "mx.access");
-      if (mx.allowed) return allow(Stage::Connect, "mx.access", std::move(mx.reason));
-      auto sub = check_access(p, p.submission.access, s.client, "submission.access");
-      if (sub.allowed) return allow(Stage::Connect, "submission.access", std::move(sub.reason));
-      Decision d = refuse(Stage::Connect, "mx.access", Verdict::Reject, p.mx_mode(),
+      auto mx = check_access(p, p.mx.access, s.client, rules::kMxAccess);
+      if (mx.allowed) return allow(Stage::Connect, rules::kMxAccess, std::move(mx.reason));
+      auto sub = check_access(p, p.submission.access, s.client, rules::kSubmissionAccess);
+      if (sub.allowed)
+        return allow(Stage::Connect, rules::kSubmissionAccess, std::move(sub.reason));
+      Decision d = refuse(Stage::Connect, rules::kMxAccess, Verdict::Reject, p.mx_mode(),
                           mx.reason + "; " + sub.reason, replies::access_denied(p.hostname));
       // In dry-run for either class the host would still get in for that class.
       d.enforced = enforced(p.mx_mode()) && enforced(p.submission_mode());
@@ -149,10 +152,11 @@ Decision connect(const Policy& p, const SessionFacts& s) {
 Decision auth_attempt(const Policy& p, const SessionFacts& s) {
   if (s.listener->cls == ListenerClass::Mx) {
     bool ban = p.mx.auth == MxPolicy::AuthAction::Ban;
-    Decision d = refuse(Stage::Auth, "mx.auth", ban ? Verdict::Ban : Verdict::Reject, p.mx_mode(),
-                        std::string("AUTH attempted on mx listener ") + s.listener->name +
-                            (ban ? " (mx.auth: ban)" : ""),
-                        replies::auth_not_available());
+    Decision d =
+        refuse(Stage::Auth, rules::kMxAuth, ban ? Verdict::Ban : Verdict::Reject, p.mx_mode(),
+               std::string("AUTH attempted on mx listener ") + s.listener->name +
+                   (ban ? " (mx.auth: ban)" : ""),
+               replies::auth_not_available());
     if (ban && never_banned(p, s.client)) {
       d.verdict = Verdict::Reject;
       d.reason += "; client in never_ban, not banned";
@@ -160,20 +164,21 @@ Decision auth_attempt(const Policy& p, const SessionFacts& s) {
     return d;
   }
   if (p.submission.require_tls && !s.tls)
-    return refuse(Stage::Auth, "submission.require_tls", Verdict::Reject, p.submission_mode(),
+    return refuse(Stage::Auth, rules::kSubmissionRequireTls, Verdict::Reject, p.submission_mode(),
                   "AUTH before STARTTLS; submission.require_tls is on", replies::must_starttls());
   if (s.listener->cls == ListenerClass::Auto) {
-    auto r = check_access(p, p.submission.access, s.client, "submission.access");
+    auto r = check_access(p, p.submission.access, s.client, rules::kSubmissionAccess);
     if (!r.allowed)
-      return refuse(Stage::Auth, "submission.access", Verdict::Reject, p.submission_mode(),
+      return refuse(Stage::Auth, rules::kSubmissionAccess, Verdict::Reject, p.submission_mode(),
                     std::move(r.reason), replies::auth_invalid());
-    return allow(Stage::Auth, "submission.access", std::move(r.reason));
+    return allow(Stage::Auth, rules::kSubmissionAccess, std::move(r.reason));
   }
   return allow(Stage::Auth, "default", "AUTH offered on submission listener " + s.listener->name);
 }
 
 bool auth_refusal_counts_as_failure(const Decision& d) {
-  return d.verdict != Verdict::Allow && (d.rule == "mx.auth" || d.rule == "submission.access");
+  return d.verdict != Verdict::Allow &&
+         (d.rule == rules::kMxAuth || d.rule == rules::kSubmissionAccess);
 }
 
 Decision auth_result(const Policy& /*p*/, const SessionFacts& s, bool ok) {
@@ -188,13 +193,13 @@ Decision brute_force(const Policy& p, const SessionFacts& s, uint32_t failures_i
                       std::to_string(bf.max_failures) + " AUTH failures within " +
                       format_duration(bf.window);
   if (failures_in_window < bf.max_failures)
-    return allow(Stage::Auth, "brute_force", s.client.to_string() + ": " + count);
+    return allow(Stage::Auth, rules::kBruteForce, s.client.to_string() + ": " + count);
   if (never_banned(p, s.client))
-    return allow(Stage::Auth, "brute_force",
+    return allow(Stage::Auth, rules::kBruteForce,
                  s.client.to_string() + ": " + count + "; in never_ban, not banned");
   Reply r = replies::auth_invalid();
   r.close = true;
-  return refuse(Stage::Auth, "brute_force", Verdict::Ban, p.brute_force_mode(),
+  return refuse(Stage::Auth, rules::kBruteForce, Verdict::Ban, p.brute_force_mode(),
                 s.client.to_string() + ": " + count, std::move(r));
 }
 
@@ -206,43 +211,43 @@ ListenerClass class_at_mail(const SessionFacts& s) {
 Decision mail(const Policy& p, const SessionFacts& s, const MailPath& sender, uint64_t size_param,
               const Counters& c) {
   if (size_param > p.message.max_bytes)
-    return refuse(Stage::Mail, "message.size", Verdict::Reject, Mode::Enforce,
+    return refuse(Stage::Mail, rules::kMessageSize, Verdict::Reject, Mode::Enforce,
                   "SIZE=" + std::to_string(size_param) + " exceeds message.max_bytes " +
                       std::to_string(p.message.max_bytes),
                   replies::message_too_big());
 
   if (s.cls == ListenerClass::Submission) {
     if (!s.authenticated)
-      return refuse(Stage::Mail, "submission.auth_required", Verdict::Reject, p.submission_mode(),
-                    "MAIL without AUTH on submission listener " + s.listener->name,
-                    replies::auth_required());
+      return refuse(
+          Stage::Mail, rules::kSubmissionAuthRequired, Verdict::Reject, p.submission_mode(),
+          "MAIL without AUTH on submission listener " + s.listener->name, replies::auth_required());
     std::string how;
     if (sender.null) {
       how = "null sender";
     } else if (!sender_owned(p, s.login, sender, &how)) {
-      return refuse(Stage::Mail, "submission.auth_match", Verdict::Reject, p.submission_mode(),
+      return refuse(Stage::Mail, rules::kSubmissionAuthMatch, Verdict::Reject, p.submission_mode(),
                     "sender " + sender.address() + " is not owned by login " + s.login,
                     replies::sender_not_owned(s.login));
     }
     const auto& lim = p.submission.limits;
     if (lim.messages_per_hour != 0 && c.messages_last_hour >= lim.messages_per_hour)
-      return refuse(Stage::Mail, "limits.rate", Verdict::Tempfail, p.submission_mode(),
+      return refuse(Stage::Mail, rules::kLimitsRate, Verdict::Tempfail, p.submission_mode(),
                     s.login + " sent " + std::to_string(c.messages_last_hour) +
                         " messages in the last hour; limit " +
                         std::to_string(lim.messages_per_hour),
                     replies::rate_limited());
-    return allow_if(s, Stage::Mail, "submission.auth_match",
+    return allow_if(s, Stage::Mail, rules::kSubmissionAuthMatch,
                     [&] { return "login " + s.login + ": " + how; });
   }
 
   // mx class (an auto session without AUTH arrives here as mx)
   if (s.listener->cls == ListenerClass::Auto) {
-    auto r = check_access(p, p.mx.access, s.client, "mx.access");
+    auto r = check_access(p, p.mx.access, s.client, rules::kMxAccess);
     if (!r.allowed) {
       Reply reply = replies::access_denied(p.hostname);
       reply.close = false;
-      return refuse(Stage::Mail, "mx.access", Verdict::Reject, p.mx_mode(), std::move(r.reason),
-                    std::move(reply));
+      return refuse(Stage::Mail, rules::kMxAccess, Verdict::Reject, p.mx_mode(),
+                    std::move(r.reason), std::move(reply));
     }
   }
   if (p.mx.reject_local_sender && !sender.null && p.local_domains.contains(sender.domain))
@@ -260,11 +265,11 @@ Decision rcpt(const Policy& p, const SessionFacts& s, const MailPath& /*sender*/
   if (s.cls == ListenerClass::Submission) {
     const auto& lim = p.submission.limits;
     if (lim.max_recipients != 0 && c.recipients_in_message >= lim.max_recipients)
-      return refuse(Stage::Rcpt, "limits.recipients", Verdict::Tempfail, p.submission_mode(),
+      return refuse(Stage::Rcpt, rules::kLimitsRecipients, Verdict::Tempfail, p.submission_mode(),
                     "more than " + std::to_string(lim.max_recipients) + " recipients",
                     replies::too_many_recipients());
     if (lim.recipients_per_hour != 0 && c.recipients_last_hour >= lim.recipients_per_hour)
-      return refuse(Stage::Rcpt, "limits.rate", Verdict::Tempfail, p.submission_mode(),
+      return refuse(Stage::Rcpt, rules::kLimitsRate, Verdict::Tempfail, p.submission_mode(),
                     s.login + " reached " + std::to_string(lim.recipients_per_hour) +
                         " recipients in the last hour",
                     replies::rate_limited());
@@ -277,24 +282,24 @@ Decision rcpt(const Policy& p, const SessionFacts& s, const MailPath& /*sender*/
     // RFC 5321 4.5.1: "postmaster" without a domain must be accepted; anything else is
     // not addressable here.
     if (!iequals(recipient.local, "postmaster"))
-      return refuse(Stage::Rcpt, "mx.relay", Verdict::Reject, p.mx_mode(),
+      return refuse(Stage::Rcpt, rules::kMxRelay, Verdict::Reject, p.mx_mode(),
                     "recipient " + recipient.local + " has no domain", replies::relay_denied());
   } else if (!p.local_domains.contains(recipient.domain)) {
-    return refuse(Stage::Rcpt, "mx.relay", Verdict::Reject, p.mx_mode(),
+    return refuse(Stage::Rcpt, rules::kMxRelay, Verdict::Reject, p.mx_mode(),
                   "recipient domain " + recipient.domain + " is not a local domain",
                   replies::relay_denied());
   }
   // '%' and '!' route onward (the percent hack, UUCP paths); a quoted '@' does the same on
   // servers that re-parse the local part.
   if (recipient.local.find_first_of("%!@") != std::string::npos)
-    return refuse(Stage::Rcpt, "mx.relay", Verdict::Reject, p.mx_mode(),
+    return refuse(Stage::Rcpt, rules::kMxRelay, Verdict::Reject, p.mx_mode(),
                   "'%', '!' or '@' in the local part of " + recipient.address() + " (percent hack)",
                   replies::relay_denied());
   if (c.recipients_in_message >= p.mx.max_recipients)
-    return refuse(Stage::Rcpt, "limits.recipients", Verdict::Tempfail, p.mx_mode(),
+    return refuse(Stage::Rcpt, rules::kLimitsRecipients, Verdict::Tempfail, p.mx_mode(),
                   "more than " + std::to_string(p.mx.max_recipients) + " recipients",
                   replies::too_many_recipients());
-  return allow_if(s, Stage::Rcpt, "mx.relay", [&] {
+  return allow_if(s, Stage::Rcpt, rules::kMxRelay, [&] {
     return recipient.domain.empty() ? std::string("postmaster")
                                     : recipient.domain + " is a local domain";
   });
@@ -302,11 +307,11 @@ Decision rcpt(const Policy& p, const SessionFacts& s, const MailPath& /*sender*/
 
 Decision data_end(const Policy& p, const SessionFacts& s, uint64_t body_bytes) {
   if (body_bytes > p.message.max_bytes)
-    return refuse(Stage::Data, "message.size", Verdict::Reject, Mode::Enforce,
+    return refuse(Stage::Data, rules::kMessageSize, Verdict::Reject, Mode::Enforce,
                   "message of " + std::to_string(body_bytes) + " bytes exceeds message.max_bytes " +
                       std::to_string(p.message.max_bytes),
                   replies::message_too_big());
-  return allow_if(s, Stage::Data, "message.size",
+  return allow_if(s, Stage::Data, rules::kMessageSize,
                   [&] { return std::to_string(body_bytes) + " bytes"; });
 }
 

@@ -11,6 +11,7 @@
 
 #include "policy/loader.h"
 #include "policy/replies.h"
+#include "policy/rule_ids.h"
 #include "proxy/loop_clock.h"
 #include "proxy/server.h"
 #include "proxy/session.h"
@@ -330,7 +331,7 @@ std::optional<Decision> Gateway::admit(Session& s) {
   auto refuse = [](std::string reason) {
     Decision d;
     d.stage = Stage::Connect;
-    d.rule = "limits.connections";
+    d.rule = rules::kLimitsConnections;
     d.verdict = Verdict::Reject;
     d.reason = std::move(reason);
     d.reply = replies::too_many_connections();

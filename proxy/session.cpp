@@ -4,6 +4,7 @@
 #include <ctime>
 
 #include "policy/replies.h"
+#include "policy/rule_ids.h"
 #include "proxy/received_header.h"
 #include "proxy/server.h"
 
@@ -119,8 +120,8 @@ void Session::start(uv_stream_t* server) {
   if (Decision d = engine::connect(p, facts_); !d.allowed()) {
     log_decision(d);
     if (d.enforced) {
-      gw_.metrics().connection_refused(d.rule == "ban" ? RefusedReason::Ban
-                                                       : RefusedReason::Access);
+      gw_.metrics().connection_refused(d.rule == rules::kBan ? RefusedReason::Ban
+                                                             : RefusedReason::Access);
       refuse_at_connect(line_of(d.reply));
       return;
     }
@@ -169,10 +170,10 @@ bool Session::check_pregreet() {
   const size_t n = client_->peek(early, sizeof early);
   if (n == 0) return false;
   if (smtp::looks_like_http(std::string_view(early, n))) {
-    refuse_protocol(Stage::Connect, "protocol.http", "HTTP request on an SMTP port", Reply{},
+    refuse_protocol(Stage::Connect, rules::kProtocolHttp, "HTTP request on an SMTP port", Reply{},
                     "http_request");
   } else {
-    refuse_protocol(Stage::Connect, "protocol.sync", "client talked before the greeting",
+    refuse_protocol(Stage::Connect, rules::kProtocolSync, "client talked before the greeting",
                     replies::sync_error(), "protocol_sync");
   }
   return true;
@@ -287,7 +288,7 @@ void Session::on_data(Connection&, std::string_view data) {
   if (phase_ != Phase::Closing) {
     if (auto stage = awaiting_sync_reply()) {
       // RFC 2920: nothing may follow EHLO/HELO or DATA before their reply.
-      refuse_protocol(*stage, "protocol.sync",
+      refuse_protocol(*stage, rules::kProtocolSync,
                       *stage == Stage::Data ? "client sent data before the reply to DATA"
                                             : "client sent data before the reply to EHLO/HELO",
                       replies::sync_error(), "protocol_sync");
@@ -392,7 +393,7 @@ void Session::handle_line(std::string_view line, bool more_input) {
     first_line_seen_ = true;
     if (smtp::looks_like_http(line)) {
       // A web client or an open-proxy scanner: no SMTP reply, just the close.
-      refuse_protocol(Stage::Connect, "protocol.http", "HTTP request on an SMTP port", Reply{},
+      refuse_protocol(Stage::Connect, rules::kProtocolHttp, "HTTP request on an SMTP port", Reply{},
                       "http_request");
       return;
     }
@@ -448,8 +449,8 @@ bool is_junk(Verb v) {
 void Session::handle_command(const smtp::Command& cmd, std::string_view line, bool more_input) {
   if (cmd.verb == Verb::Bdat) {
     // CHUNKING is not offered: the chunk that follows is message data, never read as commands.
-    refuse_protocol(Stage::Data, "protocol.bdat", "BDAT without CHUNKING", replies::bdat_refused(),
-                    "closed");
+    refuse_protocol(Stage::Data, rules::kProtocolBdat, "BDAT without CHUNKING",
+                    replies::bdat_refused(), "closed");
     return;
   }
   // RFC 2920: EHLO/HELO and DATA end a pipelined group, and without EHLO there is no
@@ -457,14 +458,14 @@ void Session::handle_command(const smtp::Command& cmd, std::string_view line, bo
   const bool sync_point = cmd.verb == Verb::Ehlo || cmd.verb == Verb::Helo ||
                           cmd.verb == Verb::Data || (!esmtp_ && cmd.verb != Verb::StartTls);
   if (more_input && sync_point) {
-    refuse_protocol(stage_of(cmd.verb), "protocol.sync",
+    refuse_protocol(stage_of(cmd.verb), rules::kProtocolSync,
                     esmtp_ ? "commands pipelined after " + std::string(smtp::to_string(cmd.verb))
                            : std::string("pipelining without EHLO"),
                     replies::sync_error(), "protocol_sync");
     return;
   }
   if (is_junk(cmd.verb) && ++junk_ > kMaxJunkCommands) {
-    refuse_protocol(stage_of(cmd.verb), "protocol.junk",
+    refuse_protocol(stage_of(cmd.verb), rules::kProtocolJunk,
                     "more than " + std::to_string(kMaxJunkCommands) +
                         " NOOP/RSET/HELP/VRFY/EHLO/unknown commands without a transaction",
                     replies::too_many_junk(), "closed");
@@ -961,7 +962,7 @@ void Session::handle_body(std::string_view& in) {
   if (r.status == smtp::BodyFilter::Status::BareNewline) {
     Decision d;
     d.stage = Stage::Data;
-    d.rule = "message.bare_newline";
+    d.rule = rules::kMessageBareNewline;
     d.verdict = Verdict::Reject;
     d.reason = "bare LF or CR in message body";
     d.reply = replies::bare_lf();
