@@ -13,7 +13,7 @@ struct LogWriter::State {
   std::condition_variable wake;  // the writer: lines are queued, or stop
   std::condition_variable idle;  // drain(): the queue was written
   std::string queue;             // guarded by mu
-  bool writer_waiting = false;   // guarded by mu: only then is `wake` notified
+  bool writer_waiting = false;   // guarded by mu: idle, the next line must wake it
   bool writing = false;          // guarded by mu: a batch is on its way to the sink
   bool stop = false;             // guarded by mu
   std::atomic<uint64_t> dropped{0};
@@ -75,11 +75,13 @@ bool LogWriter::push(std::string_view line) {
       st_->unreported.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
+    const size_t before = st_->queue.size();
     st_->queue.append(line);
-    notify = st_->writer_waiting;
+    // A gathering writer takes the line with its next batch, unless the queue fills up.
+    notify = st_->writer_waiting ||
+             (before < kMaxQueuedBytes / 2 && st_->queue.size() >= kMaxQueuedBytes / 2);
     st_->writer_waiting = false;
   }
-  // A busy writer takes the line with its next batch: no wake-up per line under load.
   if (notify) st_->wake.notify_one();
   return true;
 }
@@ -99,19 +101,26 @@ uint64_t LogWriter::write_errors() const {
 
 void LogWriter::run(std::shared_ptr<State> st) {
   std::string batch;
+  bool gather = false;  // a batch was just written: give the next lines a moment to come
   for (;;) {
     {
       std::unique_lock lock(st->mu);
       st->writing = false;
+      if (gather && !st->stop) {
+        st->wake.wait_for(lock, kGatherTime,
+                          [&] { return st->stop || st->queue.size() >= kMaxQueuedBytes / 2; });
+      }
       if (st->queue.empty()) st->idle.notify_all();
       while (st->queue.empty() && !st->stop) {
         st->writer_waiting = true;
         st->wake.wait(lock);
       }
+      st->writer_waiting = false;
       if (st->queue.empty()) return;  // stop, and everything is written
       batch.clear();
       batch.swap(st->queue);
       st->writing = true;
+      gather = true;
     }
     if (!write_all(st->fd, batch.data(), batch.size())) {
       // The lines of a failed write are lost (a partial write's rest too): count them all.
