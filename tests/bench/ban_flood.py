@@ -63,14 +63,27 @@ def probe(a):
                 raise ConnectionError("idle session EHLO " + code)
         if a.hold:
             print("holding %d idle sessions" % len(held), file=sys.stderr, flush=True)
-        s = socket.create_connection((a.host, a.port), timeout=10,
-                                     source_address=(a.probe_source, 0))
-        code, buf = read_reply(s)
-        if code != "220":
-            raise ConnectionError("greeting " + code)
-        s.sendall(b"EHLO probe.example.com\r\n")
-        code, buf = read_reply(s, buf)
+        def session():
+            c = socket.create_connection((a.host, a.port), timeout=10,
+                                         source_address=(a.probe_source, 0))
+            code, rest = read_reply(c)
+            if code != "220":
+                raise ConnectionError("greeting " + code)
+            c.sendall(b"EHLO probe.example.com\r\n")
+            code, rest = read_reply(c, rest)
+            return c, rest
+
+        s, buf = session()
+        noops = 0
         while time.monotonic() < deadline and not (a.stop_file and os.path.exists(a.stop_file)):
+            # The gateway closes a session after 100 junk commands: start a new one (untimed).
+            if noops == 90:
+                s.sendall(b"QUIT\r\n")
+                read_reply(s, buf)
+                s.close()
+                s, buf = session()
+                noops = 0
+            noops += 1
             t0 = time.monotonic()
             s.sendall(b"NOOP\r\n")
             code, buf = read_reply(s, buf)
