@@ -12,8 +12,11 @@
 namespace smtpgate {
 
 Logger::~Logger() {
-  writer_.reset();  // writes what is queued (bounded wait)
-  if (own_fd_) ::close(fd_);
+  // Writes what is queued (bounded wait). A sink stuck for good keeps the writer thread: the
+  // descriptor stays open for it (the process is exiting) rather than be reused under it.
+  const bool stuck = writer_ && !writer_->drain(LogWriter::kStopWait);
+  writer_.reset();
+  if (own_fd_ && !stuck) ::close(fd_);
 }
 
 std::string Logger::open(const std::string& path, LogFormat format) {

@@ -15,6 +15,9 @@ under /tmp and is removed.
 * run_swaks()      — swaks against a loopback server
 * check_no_secret()— assert a secret (and its base64 forms) is not in log lines
 * make_test_cert() — a self-signed P-256 certificate for localhost/127.0.0.1
+* client_address() — a client as the gateway's log names it ("IP:PORT")
+* log_barrier()    — one session whose session_close proves every earlier log
+                     line is in (before asserting that a line is absent)
 """
 
 import base64
@@ -43,8 +46,23 @@ SOURCE_DIR = os.environ.get("SMTPGATE_SOURCE_DIR") or os.path.abspath(
     os.path.join(HERE, "..", ".."))
 PYTHON = sys.executable or "/usr/bin/python3"
 
-free_port = postfix_backend.free_port
 wait_for_port = postfix_backend.wait_for_port
+
+_ports_lock = threading.Lock()
+_ports_given = set()
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port nothing listens on now (bind 0, release), and never one this process
+    handed out before: the kernel may give a released port again at once, and two
+    listeners of one policy on the same port fail its check ("duplicate listen address")."""
+    with _ports_lock:
+        for _ in range(100):
+            port = postfix_backend.free_port(host)
+            if port not in _ports_given:
+                break
+        _ports_given.add(port)
+        return port
 
 
 def gateway_binary():
@@ -158,6 +176,14 @@ def gateway_policy(backend_address, listeners=(("mx", "mx"),), hostname="gw.exam
 # Gateway
 # --------------------------------------------------------------------------
 
+# The first line of a sanitizer's report on stderr (ASan, LSan, TSan, UBSan). Under a
+# sanitizer build a report often changes nothing a client sees (a race, a leak at exit), so
+# Gateway.stop() fails the test when the gateway's stderr had one.
+_SANITIZER_REPORT = re.compile(
+    r"^(==\d+==)?(ERROR|WARNING): (Address|Leak|Thread|UndefinedBehavior)Sanitizer"
+    r"|: runtime error: ")
+
+
 class Gateway:
     """Runs the smtpgate binary on a policy dict.
 
@@ -165,11 +191,20 @@ class Gateway:
     g.port("mx") / g.address("mx") ; g.logs (list of dicts, one per JSON line)
     g.lines (raw stderr lines) ; g.find(event="decision", rule="mx.relay")
     g.wait_for_log(event="session_close") ; g.stop()
+
+    A gateway's log lines are written by a thread of its own, so a line may reach
+    g.logs after the client saw the reply it describes: wait for a line
+    (wait_for_log, wait_until) before asserting on it, and for a later line of the
+    same session (its session_close) before asserting that a line is absent.
+
+    stop() raises AssertionError if the gateway's stderr held a sanitizer report
+    (sanitizer_report: its lines, kept across restarts of this Gateway).
     """
 
-    def __init__(self, policy, extra_args=(), start_timeout=10.0):
+    def __init__(self, policy, extra_args=(), start_timeout=10.0, env=None):
         self.policy = policy
         self.extra_args = list(extra_args)
+        self.env = dict(env or {})   # set for the gateway, on top of our environment
         self.start_timeout = start_timeout
         self.tmpdir = make_tempdir("smtpgate-gw-")
         self.policy_path = os.path.join(self.tmpdir, "policy.json")
@@ -177,6 +212,9 @@ class Gateway:
         self.lines = []          # raw stderr lines (str, without newline)
         self.logs = []           # parsed JSON objects (non-JSON lines: {"_raw": line})
         self.stdout_lines = []
+        self.sanitizer_report = []   # stderr lines from a sanitizer report's first one on
+        self._in_report = False
+        self._report_raised = False
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._threads = []
@@ -205,17 +243,18 @@ class Gateway:
                     host, _ = parse_listen(l["listen"])
                     l["listen"] = listen_addr(host, free_port(host))
             except BaseException:
-                self.stop()
+                self.stop(check=False)     # a report still fails the test's own stop()
                 raise
-        self.stop()
+        self.stop(check=False)
         raise RuntimeError("gateway could not bind its listeners after 3 attempts")
 
     def _spawn(self, binary):
         self.lines, self.logs, self.stdout_lines = [], [], []
+        self._in_report = False
         self.proc = subprocess.Popen(
             [binary, "run", "-c", self.policy_path] + self.extra_args,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=self.tmpdir)
+            cwd=self.tmpdir, env=dict(os.environ, **self.env) if self.env else None)
         self._threads = [
             threading.Thread(target=self._reader, args=(self.proc.stderr, True), daemon=True),
             threading.Thread(target=self._reader, args=(self.proc.stdout, False), daemon=True),
@@ -236,10 +275,26 @@ class Gateway:
                     except ValueError:
                         obj = {"_raw": line}
                     self.logs.append(obj)
+                    if "_raw" in obj:
+                        self._note_raw(line)
                 else:
                     self.stdout_lines.append(line)
                 self._cond.notify_all()
         stream.close()
+
+    def _note_raw(self, line):
+        if not self._in_report and _SANITIZER_REPORT.search(line):
+            self._in_report = True
+        if self._in_report and len(self.sanitizer_report) < 400:
+            self.sanitizer_report.append(line)
+
+    def check_sanitizer(self):
+        """Raise AssertionError (once) if the gateway's stderr had a sanitizer report."""
+        with self._lock:
+            report = list(self.sanitizer_report)
+        if report and not self._report_raised:
+            self._report_raised = True
+            raise AssertionError("sanitizer report on smtpgate's stderr:\n" + "\n".join(report))
 
     def _join_readers(self):
         for t in self._threads:
@@ -269,14 +324,17 @@ class Gateway:
                                                         "\n".join(self.lines[-30:])))
                 time.sleep(0.05)
 
-    def stop(self, timeout=5.0):
-        """SIGTERM, then SIGKILL after timeout. Returns the exit status."""
+    def stop(self, timeout=5.0, check=True):
+        """SIGTERM, then SIGKILL after timeout. Returns the exit status. With check,
+        raises AssertionError if there was a sanitizer report (see check_sanitizer)."""
         rc = None
         if self.proc is not None:
             rc = _stop_process(self.proc, timeout)
             self._join_readers()
         if self.tmpdir and os.path.isdir(self.tmpdir):
             shutil.rmtree(self.tmpdir, ignore_errors=True)
+        if check:
+            self.check_sanitizer()
         return rc
 
     def signal(self, sig):
@@ -344,6 +402,35 @@ class Gateway:
 
 class _PortInUse(Exception):
     pass
+
+
+def client_address(client):
+    """How the gateway's log names a client ("client" of its session lines): the
+    "IP:PORT" of a RawClient's, an smtplib.SMTP's or a socket's local end. Take it
+    while the connection is open."""
+    sock = getattr(client, "sock", client)
+    host, port = sock.getsockname()[:2]
+    return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
+
+
+def log_barrier(gateway, listener="mx", source="127.0.0.1", timeout=10.0):
+    """Opens one session from source, ends it (QUIT, or the gateway's refusal) and
+    waits for its session_close line, which it returns. The gateway writes its log in
+    order from one thread, so every line it logged before that session began is in
+    gateway.logs then: for asserting that a line is absent while the gateway goes on
+    (after gateway.stop() every line is in anyway). The session counts in the log and
+    the metrics like any other."""
+    c = RawClient(gateway.host(listener), gateway.port(listener), source, timeout)
+    try:
+        name = client_address(c)
+        try:
+            if c.read_reply().code == 220:
+                c.command("QUIT")
+        except (ConnectionClosed, OSError):
+            pass       # refused at connect and closed
+    finally:
+        c.close()
+    return gateway.wait_for_log(timeout, event="session_close", client=name)
 
 
 def _socket_inodes(pid):

@@ -312,6 +312,7 @@ class BruteForceTest(DefenceTestCase):
         self.assertTrue(3590 <= b["remaining_s"] <= 3600, b)
         self.assertEqual(b["offense"], 1, b)
         self.assertNotIn(bystander, self.bans(gw))
+        self.assertEqual(gw.stop(), 0)                  # every log line is in now
         check_no_secret(gw, WRONG, LOGIN)
         check_no_secret(gw, PASSWORD, LOGIN)
 
@@ -333,10 +334,10 @@ class BruteForceTest(DefenceTestCase):
         self.assertReply(self.bad_auth(c2), 535)
         self.assertEqual(self.bans(gw), {})
         self.assertNotIn(ip, self.state_ips())
+        self.assertEqual(gw.stop(), 0)                  # every log line is in now
         self.assertEqual(gw.find(event="ban"), [])
         self.assertEqual(gw.decisions(rule="brute_force", verdict="ban"), [])
         # the failures are logged instead
-        self.wait_for_count(gw, 8, event="auth", result="failed")
         failed = [a for a in gw.find(event="auth", result="failed")
                   if a.get("client", "").startswith(ip + ":")]
         self.assertEqual(len(failed), 8, failed)
@@ -395,6 +396,7 @@ class BruteForceTest(DefenceTestCase):
         d = gw.wait_for_log(event="decision", rule="mx.auth")
         self.assertEqual(d.get("verdict"), "ban", d)
         self.assertIn(ip, self.bans(gw))
+        self.assertEqual(gw.stop(), 0)                  # every log line is in now
         check_no_secret(gw, PASSWORD, LOGIN)
 
     def test_escalation(self):
@@ -410,6 +412,8 @@ class BruteForceTest(DefenceTestCase):
             b = self.bans(gw)[ip]
             self.assertEqual(b["until"] - b["since"], seconds, (n, b))
             self.assertEqual(b["offense"], n, b)
+            # Two sessions a round: once the last one's session_close is in, so is its ban.
+            self.wait_for_count(gw, 2 * n, event="session_close")
             logged = [l for l in gw.find(event="ban", ip=ip) if l.get("action") == "ban"]
             self.assertEqual(len(logged), n, logged)
             self.assertEqual(logged[-1].get("duration_s"), seconds, logged[-1])
@@ -425,6 +429,8 @@ class BruteForceTest(DefenceTestCase):
         time.sleep(2.1)                                  # the first failure leaves the window
         self.assertReply(self.bad_auth(c), 535)
         self.assertReply(c.command("NOOP"), 250)
+        # A session after the failures: the lines logged before it are all in once it closed.
+        support.log_barrier(gw, "submission", ip)
         self.assertEqual(gw.find(event="ban"), [])
         self.assertReply(self.bad_auth(c), 535, "5.7.8")  # two within the window: banned
         self.assertTrue(c.is_closed())
@@ -495,6 +501,9 @@ class BruteForceTest(DefenceTestCase):
             self.assertReply(c.command(b"AUTH PLAIN " + plain_blob(LOGIN, PASSWORD)),
                              454, "4.7.0")
         self.assertReply(c.command("NOOP"), 250)
+        name = support.client_address(c)
+        self.assertReply(c.command("QUIT"), 221)
+        gw.wait_for_log(event="session_close", client=name)    # and every line before it
         self.assertEqual(gw.find(event="ban"), [])
         self.assertEqual(self.bans(gw), {})
         c2 = self.connect(gw, ip)
@@ -604,6 +613,7 @@ class ConnectionLimitTest(DefenceTestCase):
         for c in clients:
             self.assertReply(c.greeting(), 220)
         self.wait_for_count(gw, 301, event="session_open")
+        gw.wait_for_log(event="decision", rule="mx.auth")
         logs = gw.snapshot()
         opened = [i for i, l in enumerate(logs) if l.get("event") == "session_open"
                   and l.get("client", "").startswith(burst_ip + ":")]
@@ -637,6 +647,8 @@ class ConnectionLimitTest(DefenceTestCase):
         self.assertTooMany(gw, ip, "submission")
         c = self.connect(gw, other, "mx")
         self.assertReply(c.greeting(), 220)
+        # logged after the refusals: once it is in, they are
+        gw.wait_for_log(event="session_open", client=support.client_address(c))
         refused = [d for d in gw.decisions(rule="limits.connections")
                    if d.get("client", "").startswith(ip + ":")]
         self.assertEqual(len(refused), 2, refused)
@@ -900,6 +912,8 @@ class AdminTest(DefenceTestCase):
 class SignalTest(DefenceTestCase):
 
     def reload_and_wait(self, gw, content, result):
+        # The start's own policy_reload line may still be on its way: count from it.
+        gw.wait_for_log(event="policy_reload")
         before = len(gw.find(event="policy_reload"))
         with open(gw.policy_path, "w") as f:
             f.write(content)
@@ -1046,6 +1060,9 @@ class DryRunAndSecretsTest(DefenceTestCase):
         for _ in range(3):
             self.assertReply(self.bad_auth(c), 535)
         self.assertReply(c.command("NOOP"), 250, contains="ok")      # not closed
+        name = support.client_address(c)
+        self.assertReply(c.command("QUIT"), 221)
+        gw.wait_for_log(event="session_close", client=name)    # and every line before it
         ban = gw.wait_for_log(event="ban", ip=ip)
         self.assertEqual(ban.get("action"), "would_ban", ban)
         self.assertIs(ban.get("enforced"), False, ban)

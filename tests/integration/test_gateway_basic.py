@@ -365,6 +365,10 @@ class BackendFailureTest(GatewayTestCase):
         r = self.transaction(c, "a@other.example", ["user@example.com"], message("scanned"))
         self.assertReply(r, 250)
         self.assertEqual(len(self.backend.wait_for_messages(1)), 1)
+        name = support.client_address(c)
+        self.assertReply(c.command("QUIT"), 221)
+        # The log is written in order: once the session_close is in, so is every line before.
+        self.gw.wait_for_log(event="session_close", client=name)
         self.assertEqual(self.gw.find(event="error", component="backend"), [])
 
     def test_backend_rejecting_data_is_relayed(self):
@@ -555,11 +559,15 @@ class LogTest(GatewayTestCase):
     def test_json_log_lines(self):
         self.start()
         c = self.client()
+        name = support.client_address(c)
         self.assertReply(c.command("MAIL FROM:<a@other.example>"), 250)
         self.assertReply(c.command("RCPT TO:<someone@gmail.example>"), 554)
         self.assertReply(c.command("QUIT"), 221)
         c.close()
-        for line in self.gw.lines:
+        # The log is written in order, by a thread: once the session_close is in, so is
+        # every line of the session.
+        closed = self.gw.wait_for_log(event="session_close", client=name)
+        for line in list(self.gw.lines):
             if line.strip():
                 self.assertIsInstance(json.loads(line), dict, line)
         opened = [o for o in self.gw.find(event="session_open")
@@ -571,7 +579,7 @@ class LogTest(GatewayTestCase):
         self.assertTrue(o["client"].startswith(CLIENT + ":"), o)
         self.assertEqual(o["listener"], "mx")
         self.assertEqual(o["class"], "mx")
-        closed = self.gw.wait_for_log(event="session_close", session=o["session"])
+        self.assertEqual(closed["session"], o["session"], closed)
         self.assertEqual(closed["client"], o["client"])
         d = self.gw.decisions(rule="mx.relay")[0]
         for key in ("stage", "rule", "verdict", "enforced", "reason", "reply", "session"):

@@ -82,6 +82,7 @@ class PostfixBackendGatewayTest(IntegrationTestCase):
                            message="Postfix logging the SASL login")
         support.wait_until(lambda: "outbound delivery disabled" in self.pf.maillog(), 10,
                            message="the relayed copy reaching the discard transport")
+        self.assertEqual(self.gw.stop(), 0)   # every log line is in now
         check_no_secret(self.gw, "secret", "cms@example.com")
 
     def test_bad_password_refused_by_dovecot(self):
@@ -94,6 +95,7 @@ class PostfixBackendGatewayTest(IntegrationTestCase):
         # Postfix saw the failure from the real client address
         support.wait_until(lambda: "[%s]: SASL" % CMS in self.pf.maillog(), 10,
                            message="Postfix logging the failure with the client IP")
+        self.assertEqual(self.gw.stop(), 0)   # every log line is in now
         check_no_secret(self.gw, "not-the-password", "cms@example.com")
 
     def test_swaks_through_gateway_to_postfix(self):

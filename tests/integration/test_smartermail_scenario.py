@@ -104,6 +104,7 @@ class SmarterMailScenarioTest(IntegrationTestCase):
         blob = base64.b64encode(b"\0%s\0%s" % (CMS_LOGIN.encode(), CMS_PASSWORD.encode()))
         self.assertReply(c.command(b"AUTH PLAIN " + blob), 502, "5.5.1")
         self.assertFalse(self.backend.saw("AUTH"))
+        self.assertEqual(self.gw.stop(), 0)   # every log line is in now
         check_no_secret(self.gw, CMS_PASSWORD, CMS_LOGIN)
 
     # ------------------------------------------------------------ the CMS
@@ -125,6 +126,7 @@ class SmarterMailScenarioTest(IntegrationTestCase):
         # AUTH was verified by (replayed to) the backend on the same session
         self.assertTrue(m["authenticated"])
         self.assertEqual(m["login"], CMS_LOGIN)
+        self.assertEqual(self.gw.stop(), 0)   # every log line is in now
         check_no_secret(self.gw, CMS_PASSWORD, CMS_LOGIN)
 
     def test_cms_sends_as_itself_and_listed_domain(self):
@@ -161,6 +163,7 @@ class SmarterMailScenarioTest(IntegrationTestCase):
         # the backend, not the gateway, judged the password
         self.assertTrue(self.backend.saw("AUTH"))
         self.assertIn(False, [e["success"] for e in self.backend.events("auth_result")])
+        self.assertEqual(self.gw.stop(), 0)   # every log line is in now
         check_no_secret(self.gw, "wrong-password-123", CMS_LOGIN)
 
     def test_submission_requires_auth(self):
@@ -181,6 +184,7 @@ class SmarterMailScenarioTest(IntegrationTestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         m = self.backend.wait_for_messages(1)[0]
         self.assertEqual((m["login"], m["mail_from"]), (CMS_LOGIN, "noreply@example.com"))
+        self.assertEqual(self.gw.stop(), 0)   # every log line is in now
         check_no_secret(self.gw, CMS_PASSWORD, CMS_LOGIN)
 
     def test_password_never_logged(self):
@@ -194,6 +198,7 @@ class SmarterMailScenarioTest(IntegrationTestCase):
         self.backend.wait_for_messages(1)
         self.gw.wait_for_log(event="session_close")
         self.assertTrue(self.gw.find(event="auth"), "no auth event logged")
+        self.assertEqual(self.gw.stop(), 0)   # every log line is in now
         check_no_secret(self.gw, CMS_PASSWORD, CMS_LOGIN)
 
 

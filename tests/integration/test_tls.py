@@ -125,6 +125,9 @@ class TlsTestCase(IntegrationTestCase):
         return self.gw
 
     def assert_no_password_logged(self):
+        # A cleanup, after the clients' own: once the gateway has stopped, every line it
+        # logged is in (they are written by a thread, maybe after the reply they describe).
+        self.assertEqual(self.gw.stop(), 0, "\n".join(self.gw.lines[-20:]))
         check_no_secret(self.gw, PASSWORD, LOGIN)
 
     # -- clients ---------------------------------------------------------------
@@ -574,6 +577,9 @@ class HandshakeFailureTest(TlsTestCase):
             c.start_tls(old)
         support.wait_until(lambda: len(self.tls_errors()) >= 2, 5,
                            message="a second TLS error log line")
+        # both sessions over: every line they logged is in
+        support.wait_until(lambda: len(self.gw.find(event="session_close")) >= 2, 5,
+                           message="two session_close log lines")
         self.assertEqual(self.gw.find(event="tls"), [])
         # the gateway still serves everyone else
         self.assert_normal_session_works()
@@ -604,6 +610,9 @@ class MinVersionTls13Test(TlsTestCase):
             c.start_tls(tls12)
         support.wait_until(lambda: len(self.tls_errors()) >= 2, 5,
                            message="a second TLS error log line")
+        # both sessions over: every line they logged is in
+        support.wait_until(lambda: len(self.gw.find(event="session_close")) >= 2, 5,
+                           message="two session_close log lines")
         self.assertEqual(self.gw.find(event="tls"), [])
 
     def test_tls13_client_works(self):
@@ -728,7 +737,9 @@ class BackendTlsTest(TlsTestCase):
         self.assertEqual(self.backend.events("auth_result"), [])
         # not a failed login: the session goes on, and MAIL still needs AUTH
         self.assertReply(c.command("MAIL FROM:<%s>" % SENDER), 530, "5.7.0")
+        name = support.client_address(c)
         self.assertReply(c.command("QUIT"), 221)
+        self.gw.wait_for_log(event="session_close", client=name)    # and every line before
         self.assertEqual(self.gw.find(event="ban"), [])
 
     def test_backend_untrusted_certificate_gives_4xx(self):
@@ -796,6 +807,8 @@ class TlsReloadTest(TlsTestCase):
     policy, sessions in flight keep the one they started with)."""
 
     def reload(self, policy):
+        # The start's own policy_reload line may still be on its way: count from it.
+        self.gw.wait_for_log(event="policy_reload")
         before = len(self.gw.find(event="policy_reload"))
         self.gw.reload(policy)
         support.wait_until(lambda: len(self.gw.find(event="policy_reload")) > before, 10,
