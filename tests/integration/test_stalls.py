@@ -228,7 +228,9 @@ class JournalTest(BanStateTestCase):
         c = self.raw_client(gw, "mx", "127.0.0.44")
         self.assertReply(c.greeting(), 220)
         self.assertEqual(gw.find(event="error", component="bans"), [])
-        self.assertEqual(os.listdir(self.dir), ["bans.json"])    # nothing moved aside
+        # Nothing moved aside (the journal's hidden temp file may exist during its rewrite).
+        self.assertEqual([f for f in os.listdir(self.dir) if not f.startswith(".")],
+                         ["bans.json"])
         status, body = admin(policy, "GET", "/bans")
         self.assertEqual([b["ip"] for b in json.loads(body)["bans"]], ["127.0.0.43"])
 
