@@ -20,6 +20,7 @@ inline constexpr std::string_view kSubmissionAuthMatch = "submission.auth_match"
 inline constexpr std::string_view kLimitsRecipients = "limits.recipients";
 inline constexpr std::string_view kLimitsRate = "limits.rate";  // a login's sending rate
 inline constexpr std::string_view kLimitsConnections = "limits.connections";
+inline constexpr std::string_view kLimitsConnectionRate = "limits.connection_rate";
 inline constexpr std::string_view kMessageSize = "message.size";
 inline constexpr std::string_view kMessageBareNewline = "message.bare_newline";
 inline constexpr std::string_view kBackend = "backend";

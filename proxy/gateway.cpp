@@ -343,6 +343,7 @@ std::optional<Decision> Gateway::admit(Session& s) {
   if (connection_rate_.enabled() && !connection_rate_.allow(s.client_ip(), now_ms())) {
     Decision d =
         refuse("connection rate of " + s.client_ip().to_string() + " over connections.rate_per_ip");
+    d.rule = rules::kLimitsConnectionRate;
     d.reply = replies::connection_rate();
     return d;
   }

@@ -110,7 +110,7 @@ void Session::start(uv_stream_t* server) {
   const Policy& p = *policy_;
   // Connection caps protect the gateway itself: always enforced, checked before policy.
   if (auto refusal = gw_.admit(*this)) {
-    gw_.metrics().connection_refused(refusal->reason.find("rate") != std::string::npos
+    gw_.metrics().connection_refused(refusal->rule == rules::kLimitsConnectionRate
                                          ? RefusedReason::Rate
                                          : RefusedReason::Limit);
     log_decision(*refusal);

@@ -649,7 +649,7 @@ class ConnectionLimitTest(DefenceTestCase):
         self.assertReply(c.greeting(), 220)
         # logged after the refusals: once it is in, they are
         gw.wait_for_log(event="session_open", client=support.client_address(c))
-        refused = [d for d in gw.decisions(rule="limits.connections")
+        refused = [d for d in gw.decisions(rule="limits.connection_rate")
                    if d.get("client", "").startswith(ip + ":")]
         self.assertEqual(len(refused), 2, refused)
         self.assertEqual(self.backend.connections(), [])
