@@ -14,37 +14,6 @@ namespace {
 using smtp::Verb;
 using Tag = BackendClient::Tag;
 
-// Protocol replies the gateway gives on its own (policy replies live in policy/replies.h).
-constexpr std::string_view kOk = "250 2.0.0 Ok\r\n";
-constexpr std::string_view kBye = "221 2.0.0 Bye\r\n";
-constexpr std::string_view kUnknown = "500 5.5.1 Error: command not recognized\r\n";
-constexpr std::string_view kNeedHelo = "503 5.5.1 Error: send HELO/EHLO first\r\n";
-constexpr std::string_view kNestedMail = "503 5.5.1 Error: nested MAIL command\r\n";
-constexpr std::string_view kNeedMail = "503 5.5.1 Error: need MAIL command\r\n";
-constexpr std::string_view kNeedRcpt = "503 5.5.1 Error: need RCPT command\r\n";
-constexpr std::string_view kNoValidRcpt = "554 5.5.1 Error: no valid recipients\r\n";
-constexpr std::string_view kVrfy = "252 2.0.0 Cannot VRFY user, but will accept message\r\n";
-constexpr std::string_view kHelp = "214 2.0.0 See RFC 5321\r\n";
-constexpr std::string_view kNotImpl = "502 5.5.1 Error: command not implemented\r\n";
-constexpr std::string_view kAuthTwice = "503 5.5.1 Error: already authenticated\r\n";
-constexpr std::string_view kAuthMech = "504 5.5.4 Unrecognized authentication type\r\n";
-constexpr std::string_view kAuthAborted = "501 5.7.0 Authentication aborted\r\n";
-constexpr std::string_view kAuthBadB64 = "501 5.5.2 Cannot decode response\r\n";
-constexpr std::string_view kAuthBadCreds = "501 5.5.4 Malformed credentials\r\n";
-constexpr std::string_view kAuthOk = "235 2.7.0 Authentication successful\r\n";
-constexpr std::string_view kAuthBackendDown = "454 4.7.0 Temporary authentication failure\r\n";
-constexpr std::string_view kTlsUnavailable = "454 4.7.0 TLS not available\r\n";
-constexpr std::string_view kTlsReady = "220 2.0.0 Ready to start TLS\r\n";
-constexpr std::string_view kTlsActive = "503 5.5.1 Error: TLS already active\r\n";
-constexpr std::string_view kInTransaction = "503 5.5.1 Error: MAIL transaction in progress\r\n";
-constexpr std::string_view kBackendDown = "421 4.4.1 backend unavailable, try later\r\n";
-constexpr std::string_view kBackendProtocol = "451 4.3.0 Error: backend protocol error\r\n";
-constexpr std::string_view kTooManyErrors = "421 4.7.0 Error: too many errors\r\n";
-constexpr std::string_view kShuttingDown =
-    "421 4.3.2 Service shutting down, closing connection\r\n";
-constexpr std::string_view kBadSender = "501 5.1.7 Bad sender address syntax\r\n";
-constexpr std::string_view kBadRcpt = "501 5.1.3 Bad recipient address syntax\r\n";
-
 // A refused client on an implicit-TLS listener gets this long for its handshake.
 constexpr std::chrono::milliseconds kRefusalHandshakeTime{10000};
 
@@ -110,9 +79,8 @@ void Session::start(uv_stream_t* server) {
   const Policy& p = *policy_;
   // Connection caps protect the gateway itself: always enforced, checked before policy.
   if (auto refusal = gw_.admit(*this)) {
-    gw_.metrics().connection_refused(refusal->rule == rules::kLimitsConnectionRate
-                                         ? RefusedReason::Rate
-                                         : RefusedReason::Limit);
+    gw_.metrics().connection_refused(
+        refusal->rule == rules::kLimitsConnectionRate ? RefusedReason::Rate : RefusedReason::Limit);
     log_decision(*refusal);
     refuse_at_connect(line_of(refusal->reply));
     return;
@@ -157,7 +125,7 @@ void Session::greet() {
     flush();
     return;
   }
-  reply("220 " + policy_->hostname + " ESMTP\r\n");
+  reply(replies::greeting(policy_->hostname));
   flush();
 }
 
@@ -472,7 +440,7 @@ void Session::handle_command(const smtp::Command& cmd, std::string_view line, bo
     return;
   }
   if (!cmd.ok()) {
-    reply_error("501 5.5.4 Syntax error: " + std::string(cmd.error) + "\r\n");
+    reply_error(replies::syntax_error(cmd.error));
     return;
   }
   switch (cmd.verb) {
@@ -508,26 +476,26 @@ void Session::handle_command(const smtp::Command& cmd, std::string_view line, bo
       cmd_rset();
       return;
     case Verb::Noop:
-      reply(kOk);
+      reply(replies::ok().wire);
       return;
     case Verb::Quit:
       cmd_quit();
       return;
     case Verb::Help:
-      reply(kHelp);
+      reply(replies::help().wire);
       return;
     case Verb::Vrfy:
-      reply(kVrfy);
+      reply(replies::vrfy().wire);
       return;
     case Verb::Auth:
       cmd_auth(cmd);
       return;
     case Verb::Expn:
     case Verb::Bdat:  // refused above
-      reply_error(kNotImpl);
+      reply_error(replies::not_implemented().wire);
       return;
     case Verb::Unknown:
-      reply_error(kUnknown);
+      reply_error(replies::unknown_command().wire);
       return;
   }
 }
@@ -536,7 +504,7 @@ void Session::reply_error(std::string_view text) {
   reply(text);
   // Each error reply counts; at the limit the client is told so and the session ends.
   if (++errors_ < kMaxErrors) return;
-  reply(kTooManyErrors);
+  reply(replies::too_many_errors().wire);
   close_after_flush();
 }
 
@@ -573,7 +541,7 @@ void Session::cmd_helo(const smtp::Command& cmd, bool esmtp) {
 void Session::cmd_rset() {
   if (!backend_.idle() && txn_.active) backend_.send(Tag::Rset, "RSET\r\n");
   reset_transaction();
-  reply(kOk);
+  reply(replies::ok().wire);
 }
 
 void Session::reset_transaction() {
@@ -594,16 +562,16 @@ bool Session::ensure_backend() {
 
 void Session::cmd_mail(const smtp::Command& cmd, std::string_view line) {
   if (!helo_seen_) {
-    reply_error(kNeedHelo);
+    reply_error(replies::need_helo().wire);
     return;
   }
   if (txn_.active) {
-    reply_error(kNestedMail);
+    reply_error(replies::nested_mail().wire);
     return;
   }
   auto sender = parse_mail_path(cmd.path);
   if (!sender) {
-    reply_error(kBadSender);
+    reply_error(replies::bad_sender().wire);
     return;
   }
   const bool smtputf8 = cmd.find_param("SMTPUTF8") != nullptr;
@@ -624,7 +592,7 @@ void Session::cmd_mail(const smtp::Command& cmd, std::string_view line) {
   junk_ = 0;
   if (!ensure_backend()) {
     if (!finished_) {
-      reply(kBackendDown);
+      reply(replies::backend_unavailable().wire);
       close_after_flush();
     }
     return;
@@ -641,16 +609,16 @@ void Session::cmd_mail(const smtp::Command& cmd, std::string_view line) {
 
 void Session::cmd_rcpt(const smtp::Command& cmd, std::string_view line) {
   if (!txn_.active) {
-    reply_error(kNeedMail);
+    reply_error(replies::need_mail().wire);
     return;
   }
   if (txn_.backend_broken) {
-    reply(kBackendProtocol);
+    reply(replies::backend_protocol_error().wire);
     return;
   }
   auto rcpt = parse_mail_path(cmd.path);
   if (!rcpt || rcpt->null) {
-    reply_error(kBadRcpt);
+    reply_error(replies::bad_recipient().wire);
     return;
   }
   if (!txn_.smtputf8 && smtp::has_non_ascii(cmd.path)) {
@@ -672,19 +640,19 @@ void Session::cmd_rcpt(const smtp::Command& cmd, std::string_view line) {
 
 void Session::cmd_data() {
   if (!txn_.active) {
-    reply_error(txn_.rcpt_forwarded ? kNeedRcpt : kNeedMail);
+    reply_error(txn_.rcpt_forwarded ? replies::need_rcpt().wire : replies::need_mail().wire);
     return;
   }
   if (txn_.backend_broken) {
-    reply(kBackendProtocol);
+    reply(replies::backend_protocol_error().wire);
     return;
   }
   if (txn_.rcpt_accepted == 0) {
-    reply(txn_.rcpt_forwarded ? kNoValidRcpt : kNeedRcpt);
+    reply(txn_.rcpt_forwarded ? replies::no_valid_recipients().wire : replies::need_rcpt().wire);
     return;
   }
   if (backend_.idle()) {
-    reply(kBackendDown);
+    reply(replies::backend_unavailable().wire);
     close_after_flush();
     return;
   }
@@ -708,24 +676,24 @@ void Session::run_deferred() {
 }
 
 void Session::cmd_quit() {
-  reply(kBye);
+  reply(replies::bye().wire);
   close_after_flush();
 }
 
 void Session::cmd_starttls() {
   if (listener_.tls != TlsMode::StartTls || !config_->server_tls) {
-    reply_error(kTlsUnavailable);
+    reply_error(replies::tls_unavailable().wire);
     return;
   }
   if (facts_.tls) {
-    reply_error(kTlsActive);
+    reply_error(replies::tls_active().wire);
     return;
   }
   if (txn_.active) {
-    reply_error(kInTransaction);
+    reply_error(replies::in_transaction().wire);
     return;
   }
-  reply(kTlsReady);
+  reply(replies::tls_ready().wire);
   flush();
   if (finished_ || !client_) return;
   // RFC 3207: the session starts over; nothing learned before TLS is kept.
@@ -743,15 +711,15 @@ void Session::cmd_starttls() {
 
 void Session::cmd_auth(const smtp::Command& cmd) {
   if (!helo_seen_) {
-    reply_error(kNeedHelo);
+    reply_error(replies::need_helo().wire);
     return;
   }
   if (facts_.authenticated) {
-    reply_error(kAuthTwice);
+    reply_error(replies::already_authenticated().wire);
     return;
   }
   if (txn_.active) {
-    reply_error(kInTransaction);
+    reply_error(replies::in_transaction().wire);
     return;
   }
   const Policy& p = *policy_;
@@ -774,29 +742,29 @@ void Session::cmd_auth(const smtp::Command& cmd) {
   bool plain = smtp::iequals(cmd.auth_mechanism, "PLAIN");
   bool login = smtp::iequals(cmd.auth_mechanism, "LOGIN");
   if (!plain && !login) {
-    reply_error(kAuthMech);
+    reply_error(replies::auth_mechanism_unknown().wire);
     return;
   }
   if (plain) {
     if (!cmd.auth_initial_response) {
       phase_ = Phase::Sasl;
       sasl_ = SaslStep::PlainResponse;
-      reply("334 \r\n");
+      reply(replies::auth_plain_prompt().wire);
       return;
     }
     if (*cmd.auth_initial_response == "*") {
-      auth_failed_locally(kAuthAborted, true);
+      auth_failed_locally(replies::auth_aborted().wire, true);
       return;
     }
     auto decoded = smtp::decode_sasl_response(*cmd.auth_initial_response);
     if (!decoded) {
-      auth_failed_locally(kAuthBadB64, true);
+      auth_failed_locally(replies::auth_bad_base64().wire, true);
       return;
     }
     auto creds = smtp::decode_plain(*decoded);
     smtp::secure_wipe(*decoded);
     if (!creds) {
-      auth_failed_locally(kAuthBadCreds, true);
+      auth_failed_locally(replies::auth_malformed().wire, true);
       return;
     }
     auth_with(std::move(*creds));
@@ -809,7 +777,7 @@ void Session::cmd_auth(const smtp::Command& cmd) {
     return;
   }
   sasl_ = SaslStep::LoginUser;
-  reply("334 VXNlcm5hbWU6\r\n");
+  reply(replies::auth_login_user_prompt().wire);
 }
 
 void Session::handle_sasl_line(std::string_view line) {
@@ -818,13 +786,13 @@ void Session::handle_sasl_line(std::string_view line) {
   sasl_ = SaslStep::None;
   if (line == "*") {
     smtp::secure_wipe(sasl_login_);
-    auth_failed_locally(kAuthAborted, true);
+    auth_failed_locally(replies::auth_aborted().wire, true);
     return;
   }
   auto decoded = smtp::decode_sasl_response(line);
   if (!decoded) {
     smtp::secure_wipe(sasl_login_);
-    auth_failed_locally(kAuthBadB64, true);
+    auth_failed_locally(replies::auth_bad_base64().wire, true);
     return;
   }
   switch (step) {
@@ -832,7 +800,7 @@ void Session::handle_sasl_line(std::string_view line) {
       auto creds = smtp::decode_plain(*decoded);
       smtp::secure_wipe(*decoded);
       if (!creds) {
-        auth_failed_locally(kAuthBadCreds, true);
+        auth_failed_locally(replies::auth_malformed().wire, true);
         return;
       }
       auth_with(std::move(*creds));
@@ -843,14 +811,14 @@ void Session::handle_sasl_line(std::string_view line) {
       sasl_login_ = std::move(*decoded);
       phase_ = Phase::Sasl;
       sasl_ = SaslStep::LoginPassword;
-      reply("334 UGFzc3dvcmQ6\r\n");
+      reply(replies::auth_login_pass_prompt().wire);
       return;
     case SaslStep::LoginPassword: {
       auto creds = smtp::make_login_credentials(sasl_login_, *decoded);
       smtp::secure_wipe(*decoded);
       smtp::secure_wipe(sasl_login_);
       if (!creds) {
-        auth_failed_locally(kAuthBadCreds, true);
+        auth_failed_locally(replies::auth_malformed().wire, true);
         return;
       }
       auth_with(std::move(*creds));
@@ -862,11 +830,11 @@ void Session::handle_sasl_line(std::string_view line) {
 void Session::auth_with(smtp::Credentials creds) {
   facts_.login = creds.authcid;
   if (!ensure_backend()) {
-    if (!finished_) reply(kAuthBackendDown);
+    if (!finished_) reply(replies::auth_backend_unavailable().wire);
     return;
   }
   if (!backend_.authenticate(creds.authcid, creds.password)) {
-    reply(kAuthBackendDown);
+    reply(replies::auth_backend_unavailable().wire);
     return;
   }
   add_backend_slot(Tag::Auth);
@@ -1056,7 +1024,7 @@ void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
       fill_slot(r.raw);
       if (draining_) {
         // Shutting down: the message in flight is done, no new one starts here.
-        reply(kShuttingDown);
+        reply(replies::shutting_down().wire);
         close_after_flush("drained");
       }
       break;
@@ -1079,7 +1047,7 @@ void Session::on_backend_reply(Tag tag, const smtp::BackendReply& r) {
           .write();
       if (ok) {
         gw_.metrics().auth(AuthResult::Ok);
-        fill_slot(kAuthOk);
+        fill_slot(replies::auth_ok().wire);
       } else {
         gw_.metrics().auth(r.transient() ? AuthResult::Tempfail : AuthResult::Failed);
         fill_slot(r.raw);
@@ -1115,7 +1083,8 @@ void Session::on_backend_failed(const std::string& why, bool protocol_error) {
   gw_.metrics().backend_error(protocol_error ? "protocol" : "unavailable");
   LogLine(gw_.log(), "error", log_prefix_).str("component", "backend").str("reason", why).write();
   if (facts_.authenticated) backend_auth_lost_ = true;
-  const std::string_view failure = protocol_error ? kBackendProtocol : kBackendDown;
+  const std::string_view failure =
+      protocol_error ? replies::backend_protocol_error().wire : replies::backend_unavailable().wire;
   if (phase_ == Phase::Data) {
     // The message cannot complete: the client hears it now, not at the data timeout. The rest
     // of its body is read and dropped; after a 421 the session closes at its end.
@@ -1139,7 +1108,7 @@ void Session::on_backend_failed(const std::string& why, bool protocol_error) {
     Slot& s = slots_[i];
     if (s.ready) continue;
     if (s.tag == Tag::Auth) {
-      s.text.assign(kAuthBackendDown);
+      s.text.assign(replies::auth_backend_unavailable().wire);
     } else {
       s.text.assign(failure);
       close = close || !protocol_error;
@@ -1287,7 +1256,7 @@ void Session::drain() {
     return;
   }
   if (phase_ == Phase::Command && !blocked_ && slot_head_ == slots_.size() && !txn_.active) {
-    reply(kShuttingDown);
+    reply(replies::shutting_down().wire);
     close_after_flush();
     flush();
   }

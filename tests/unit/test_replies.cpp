@@ -33,7 +33,7 @@ TEST_CASE("replies: SPEC section 3 table", "[replies]") {
       {r::rate_limited(), "450 4.7.1 rate limit exceeded, try later", false},
       {r::connection_rate(), "421 4.7.0 too many connections, try later", true},
       {r::too_many_recipients(), "452 4.5.3 Too many recipients", false},
-      {r::backend_unavailable(), "421 4.4.1 backend unavailable, try later", false},
+      {r::backend_unavailable(), "421 4.4.1 backend unavailable, try later", true},
       {r::auth_backend_unavailable(), "454 4.7.0 Temporary authentication failure", false},
       {r::message_too_big(), "552 5.3.4 Message size exceeds fixed limit", false},
       {r::line_too_long(), "500 5.5.2 Line too long", false},
@@ -49,6 +49,55 @@ TEST_CASE("replies: SPEC section 3 table", "[replies]") {
     CHECK(row.reply.text[0] == static_cast<char>('0' + row.reply.code / 100));
     CHECK(row.reply.text[1] == '.');
   }
+}
+
+TEST_CASE("replies: the protocol replies, as README's table writes them", "[replies]") {
+  namespace r = replies;
+  const Row table[] = {
+      {r::greeting("mx.example.com"), "220 mx.example.com ESMTP", false},
+      {r::ok(), "250 2.0.0 Ok", false},
+      {r::bye(), "221 2.0.0 Bye", true},
+      {r::help(), "214 2.0.0 See RFC 5321", false},
+      {r::vrfy(), "252 2.0.0 Cannot VRFY user, but will accept message", false},
+      {r::not_implemented(), "502 5.5.1 Error: command not implemented", false},
+      {r::bdat_refused(), "502 5.5.1 Error: command not implemented", true},
+      {r::unknown_command(), "500 5.5.1 Error: command not recognized", false},
+      {r::syntax_error("hostname required"), "501 5.5.4 Syntax error: hostname required", false},
+      {r::bad_sender(), "501 5.1.7 Bad sender address syntax", false},
+      {r::bad_recipient(), "501 5.1.3 Bad recipient address syntax", false},
+      {r::need_helo(), "503 5.5.1 Error: send HELO/EHLO first", false},
+      {r::need_mail(), "503 5.5.1 Error: need MAIL command", false},
+      {r::need_rcpt(), "503 5.5.1 Error: need RCPT command", false},
+      {r::nested_mail(), "503 5.5.1 Error: nested MAIL command", false},
+      {r::no_valid_recipients(), "554 5.5.1 Error: no valid recipients", false},
+      {r::already_authenticated(), "503 5.5.1 Error: already authenticated", false},
+      {r::in_transaction(), "503 5.5.1 Error: MAIL transaction in progress", false},
+      {r::auth_mechanism_unknown(), "504 5.5.4 Unrecognized authentication type", false},
+      {r::auth_aborted(), "501 5.7.0 Authentication aborted", false},
+      {r::auth_bad_base64(), "501 5.5.2 Cannot decode response", false},
+      {r::auth_malformed(), "501 5.5.4 Malformed credentials", false},
+      {r::auth_ok(), "235 2.7.0 Authentication successful", false},
+      {r::auth_plain_prompt(), "334 ", false},
+      {r::auth_login_user_prompt(), "334 VXNlcm5hbWU6", false},
+      {r::auth_login_pass_prompt(), "334 UGFzc3dvcmQ6", false},
+      {r::tls_ready(), "220 2.0.0 Ready to start TLS", false},
+      {r::tls_unavailable(), "454 4.7.0 TLS not available", false},
+      {r::tls_active(), "503 5.5.1 Error: TLS already active", false},
+      {r::backend_protocol_error(), "451 4.3.0 Error: backend protocol error", false},
+      {r::too_many_errors(), "421 4.7.0 Error: too many errors", true},
+      {r::too_many_junk(), "421 4.7.0 Error: too many junk commands", true},
+      {r::sync_error(), "554 5.5.0 Error: SMTP protocol synchronization", true},
+      {r::smtputf8_required(), "553 5.6.7 Must declare SMTPUTF8 to send unicode address", false},
+      {r::shutting_down(), "421 4.3.2 Service shutting down, closing connection", true},
+  };
+  for (const Row& row : table) {
+    INFO(row.line);
+    CHECK(row.reply.line() == row.line);
+    CHECK(row.reply.close == row.close);
+  }
+  // The wire form of a fixed reply is its line and CRLF.
+  CHECK(r::ok().wire == "250 2.0.0 Ok\r\n");
+  CHECK(r::auth_plain_prompt().wire == "334 \r\n");
 }
 
 TEST_CASE("replies: Reply::line without a reply", "[replies]") {
