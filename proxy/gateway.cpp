@@ -13,7 +13,6 @@
 #include "policy/replies.h"
 #include "policy/rule_ids.h"
 #include "proxy/loop_clock.h"
-#include "proxy/server.h"
 #include "proxy/session.h"
 #include "proxy/tls_files.h"
 

@@ -6,7 +6,7 @@
 #include "policy/replies.h"
 #include "policy/rule_ids.h"
 #include "proxy/received_header.h"
-#include "proxy/server.h"
+#include "proxy/gateway.h"
 
 namespace smtpgate {
 namespace {
