@@ -63,8 +63,7 @@ Gateway::~Gateway() {
   close_all();
   // Let every close callback run, then the loop must close cleanly.
   uv_run(&loop_, UV_RUN_DEFAULT);
-  for (Session* s : retired_) delete s;
-  retired_.clear();
+  sessions_.delete_retired();
   uv_loop_close(&loop_);
 }
 
@@ -211,14 +210,8 @@ void Gateway::on_connection(uv_stream_t* server, int status) {
 
 void Gateway::start_session(ListenerRuntime& lr) {
   ++accepted_this_turn_;
-  auto* s = new Session(*this, lr, config_);
-  sessions_.push_back(s);
-  s->registry_pos = std::prev(sessions_.end());
-  s->start(reinterpret_cast<uv_stream_t*>(&lr.server));
-}
-
-void Gateway::retire(Session* s) {
-  retired_.push_back(s);
+  Session& s = sessions_.add(std::make_unique<Session>(*this, lr, config_));
+  s.start(reinterpret_cast<uv_stream_t*>(&lr.server));
 }
 
 void Gateway::on_check(uv_check_t* h) {
@@ -232,13 +225,8 @@ void Gateway::on_check(uv_check_t* h) {
     }
   }
   gw->accepted_this_turn_ = 0;
-  if (gw->retired_.empty()) return;
-  std::vector<Session*> dead;
-  dead.swap(gw->retired_);
-  for (Session* s : dead) {
-    gw->sessions_.erase(s->registry_pos);  // O(1): a flood must not walk every session
-    delete s;
-  }
+  if (!gw->sessions_.has_retired()) return;
+  gw->sessions_.delete_retired();
   if (gw->draining_ && gw->sessions_.empty()) gw->close_all();
 }
 
@@ -276,7 +264,7 @@ void Gateway::drain() {
       uv_close(reinterpret_cast<uv_handle_t*>(&lr.server), nullptr);
     }
   }
-  for (Session* s : std::vector<Session*>(sessions_.begin(), sessions_.end())) s->drain();
+  for (Session* s : sessions_.snapshot()) s->drain();
   if (sessions_.empty()) {
     close_all();
     return;
@@ -294,7 +282,7 @@ void Gateway::drain() {
 }
 
 void Gateway::close_all() {
-  for (Session* s : std::vector<Session*>(sessions_.begin(), sessions_.end())) s->abandon();
+  for (Session* s : sessions_.snapshot()) s->abandon();
   for (auto& lr : listeners_) {
     if (lr.open) {
       lr.open = false;
@@ -316,11 +304,7 @@ void Gateway::close_all() {
   close(&sigint_);
   close(&drain_timer_);
   // Sessions closed above retire themselves; delete them now that nothing runs.
-  for (Session* s : retired_) {
-    sessions_.erase(s->registry_pos);
-    delete s;
-  }
-  retired_.clear();
+  sessions_.delete_retired();
 }
 
 // ---------------------------------------------------------------- connection caps
@@ -353,13 +337,13 @@ std::optional<Decision> Gateway::admit(Session& s) {
   }
   ++n;
   ++admitted_;
-  s.admitted = true;
+  s.admitted_ = true;
   return std::nullopt;
 }
 
 void Gateway::release(Session& s) {
-  if (!s.admitted) return;
-  s.admitted = false;
+  if (!s.admitted_) return;
+  s.admitted_ = false;
   --admitted_;
   auto it = per_ip_.find(s.client_ip());
   if (it != per_ip_.end() && --it->second == 0) per_ip_.erase(it);

@@ -20,6 +20,7 @@
 #include "proxy/ban_journal.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
+#include "proxy/session_registry.h"
 #include "proxy/tls_channel.h"
 
 namespace smtpgate {
@@ -82,7 +83,7 @@ class Gateway final : public AdminServer::Handler {
   void release(Session& s);
 
   // Called by a session that has closed its handles: deleted on the next loop turn.
-  void retire(Session* s);
+  void retire(Session& s) { sessions_.retire(s); }
 
   // Brute-force state: bans and AUTH failures per client IP.
   bool banned(const IpAddress& ip);
@@ -119,8 +120,7 @@ class Gateway final : public AdminServer::Handler {
   ConfigSnapshot config_;
   PolicySnapshot policy_;                 // == config_->policy
   std::list<ListenerRuntime> listeners_;  // stable addresses: handles point into them
-  std::list<Session*> sessions_;
-  std::vector<Session*> retired_;
+  SessionRegistry sessions_;
   uv_check_t reaper_{};
   uv_prepare_t clock_tick_{};  // LoopClock::next_iteration() before each poll
   uv_signal_t sighup_{}, sigterm_{}, sigint_{};

@@ -1296,7 +1296,7 @@ void Session::finish(std::string_view state) {
   if (facts_.authenticated) line.str("login", facts_.login);
   if (facts_.tls) line.str("tls_version", tls_version_);
   line.write();
-  gw_.retire(this);
+  gw_.retire(*this);
 }
 
 }  // namespace smtpgate

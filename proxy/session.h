@@ -62,8 +62,6 @@ class Session final : public Connection::Handler,
   void on_ban_recorded() { flush(); }
   const IpAddress& client_ip() const { return facts_.client; }
   bool finished() const { return finished_; }
-  bool admitted = false;  // counted by Gateway::admit, released once in finish()
-  std::list<Session*>::iterator registry_pos;  // where the gateway keeps it
 
   // Connection::Handler (client side)
   void on_connected(Connection&, int) override {}
@@ -252,6 +250,13 @@ class Session final : public Connection::Handler,
   std::string last_sender_;
   bool finished_ = false;
   bool draining_ = false;
+
+  // Kept by their owners: whether Gateway::admit counted this session (released once, in
+  // finish()), and where the registry holds it.
+  friend class Gateway;
+  friend class SessionRegistry;
+  bool admitted_ = false;
+  std::list<std::unique_ptr<Session>>::iterator registry_pos_;
 };
 
 }  // namespace smtpgate
