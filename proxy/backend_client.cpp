@@ -150,14 +150,7 @@ void BackendClient::arm_reply_timer(Tag tag) {
 }
 
 void BackendClient::set_deadline(std::chrono::milliseconds after) {
-  // One timer, re-armed only when it would fire too late: each command just moves the
-  // deadline (a timer restart per command costs more than the command's own work).
-  uint64_t now = uv_now(loop_);
-  deadline_ = now + static_cast<uint64_t>(after.count());
-  if (!timer_->active() || timer_due_ > deadline_) {
-    timer_->start(after);
-    timer_due_ = deadline_;
-  }
+  deadline_.set(*timer_, uv_now(loop_), after);
 }
 
 void BackendClient::on_data(Connection&, std::string_view data) {
@@ -295,7 +288,7 @@ void BackendClient::handle_reply(const smtp::BackendReply& r) {
     smtp::secure_wipe(auth_pass_);
   }
   if (pending_.empty()) {
-    deadline_ = kNoDeadline;
+    deadline_.clear();
   } else {
     arm_reply_timer(pending_.front());
   }
@@ -348,7 +341,7 @@ void BackendClient::handle_auth_reply(const smtp::BackendReply& r) {
 
 void BackendClient::become_ready() {
   state_ = State::Ready;
-  deadline_ = kNoDeadline;
+  deadline_.clear();
   Connection* c = conn_;
   events_->on_backend_ready();
   if (conn_ != c || !conn_) return;
@@ -365,13 +358,7 @@ void BackendClient::on_drained(Connection&) {
 }
 
 void BackendClient::on_timer(Timer&) {
-  if (deadline_ == kNoDeadline) return;
-  uint64_t now = uv_now(loop_);
-  if (now < deadline_) {
-    timer_->start(std::chrono::milliseconds(deadline_ - now));
-    timer_due_ = deadline_;
-    return;
-  }
+  if (!deadline_.expired(*timer_, uv_now(loop_))) return;
   fail(state_ == State::Connecting ? "connect timeout" : "reply timeout", false);
 }
 
@@ -381,7 +368,7 @@ void BackendClient::close_connection() {
     conn_ = nullptr;
   }
   if (timer_) timer_->stop();
-  deadline_ = kNoDeadline;
+  deadline_.clear();
   state_ = State::Idle;
   hold_flush_ = false;
   pending_.clear();

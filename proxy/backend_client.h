@@ -133,9 +133,7 @@ class BackendClient final : public Connection::Handler, public Timer::Handler {
   Events* events_;
   Connection* conn_ = nullptr;
   Timer* timer_ = nullptr;
-  static constexpr uint64_t kNoDeadline = UINT64_MAX;
-  uint64_t deadline_ = kNoDeadline;  // loop time (ms) when the backend's time is up
-  uint64_t timer_due_ = 0;           // when the timer fires next
+  Deadline deadline_;  // when the backend's time is up (timer_)
   State state_ = State::Idle;
   smtp::ReplyParser parser_;
   smtp::EhloCapabilities caps_;

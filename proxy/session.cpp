@@ -5,8 +5,8 @@
 
 #include "policy/replies.h"
 #include "policy/rule_ids.h"
-#include "proxy/received_header.h"
 #include "proxy/gateway.h"
+#include "proxy/received_header.h"
 
 namespace smtpgate {
 namespace {
@@ -234,19 +234,12 @@ void Session::arm_command_timer() {
 }
 
 void Session::set_deadline(std::chrono::milliseconds after) {
-  if (!timer_) return;
-  // One timer, re-armed only when it would fire too late: commands just move the deadline.
-  uint64_t now = uv_now(gw_.loop());
-  deadline_ = now + static_cast<uint64_t>(after.count());
-  if (!timer_->active() || timer_due_ > deadline_) {
-    timer_->start(after);
-    timer_due_ = deadline_;
-  }
+  if (timer_) deadline_.set(*timer_, uv_now(gw_.loop()), after);
 }
 
 void Session::suspend_deadline() {
   // Waiting on the backend, whose own timer bounds the wait.
-  deadline_ = kNoDeadline;
+  deadline_.clear();
 }
 
 // ---------------------------------------------------------------- input
@@ -1224,13 +1217,8 @@ void Session::on_eof(Connection&, int status) {
 }
 
 void Session::on_timer(Timer&) {
-  if (deadline_ == kNoDeadline) return;  // re-armed when the session waits on the client again
-  uint64_t now = uv_now(gw_.loop());
-  if (now < deadline_) {
-    timer_->start(std::chrono::milliseconds(deadline_ - now));
-    timer_due_ = deadline_;
-    return;
-  }
+  // Not yet, or no deadline while the session waits on the backend (whose own timer bounds it).
+  if (!deadline_.expired(*timer_, uv_now(gw_.loop()))) return;
   if (close_when_flushed_ || output_full()) {
     // The client does not read what it is owed: one more reply would not reach it either.
     finish(close_when_flushed_ ? close_state_ : "timeout");

@@ -234,9 +234,7 @@ class Session final : public Connection::Handler,
   std::chrono::steady_clock::time_point started_;
   uint64_t bytes_in_ = 0, bytes_out_ = 0;
   uint32_t messages_ = 0;
-  static constexpr uint64_t kNoDeadline = UINT64_MAX;
-  uint64_t deadline_ = kNoDeadline;  // loop time (ms) when the client's time is up
-  uint64_t timer_due_ = 0;           // when the timer fires next
+  Deadline deadline_;  // when the client's time is up (timer_)
   bool close_when_flushed_ = false;
   bool flushing_ = false;  // inside flush(): the client connection's drained event waits
   // The ban this session caused: its reply waits until the record is on disk, so a crash

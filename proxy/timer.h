@@ -36,4 +36,36 @@ class Timer {
   bool active_ = false;
 };
 
+// A deadline kept by one Timer that is restarted only when it would fire too late: moving
+// the deadline later (each command does) costs no restart, which costs more than the
+// command's own work; the timer fires at the old time and re-arms itself for the rest.
+// Times are loop milliseconds (uv_now).
+class Deadline {
+ public:
+  void set(Timer& timer, uint64_t now, std::chrono::milliseconds after) {
+    at_ = now + static_cast<uint64_t>(after.count());
+    if (!timer.active() || due_ > at_) {
+      timer.start(after);
+      due_ = at_;
+    }
+  }
+  void clear() { at_ = kNone; }  // the timer may still fire; expired() then says no
+  // When the timer fires: true if the deadline has passed. Otherwise the timer is re-armed
+  // for what is left (or stays quiet after clear()).
+  bool expired(Timer& timer, uint64_t now) {
+    if (at_ == kNone) return false;
+    if (now < at_) {
+      timer.start(std::chrono::milliseconds(at_ - now));
+      due_ = at_;
+      return false;
+    }
+    return true;
+  }
+
+ private:
+  static constexpr uint64_t kNone = UINT64_MAX;
+  uint64_t at_ = kNone;
+  uint64_t due_ = 0;  // when the timer fires next
+};
+
 }  // namespace smtpgate
