@@ -1,5 +1,7 @@
 #include "proxy/ban_journal.h"
 
+#include "proxy/fd_write.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -31,19 +33,6 @@ int64_t unix_now_ms() {
 
 std::string errno_text(const std::string& what) {
   return what + ": " + std::strerror(errno);
-}
-
-bool write_all(int fd, const char* p, size_t left) {
-  while (left > 0) {
-    ssize_t n = ::write(fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-  return true;
 }
 
 std::string dump(const nlohmann::json& j) {
@@ -220,7 +209,7 @@ bool BanJournal::State::compact(const BruteForcePolicy& policy) {
     fail(errno_text("cannot write " + tmp));
     return false;
   }
-  if (!write_all(tfd, data.data(), data.size()) || ::fsync(tfd) != 0) {
+  if (!write_all(tfd, data) || ::fsync(tfd) != 0) {
     std::string why = errno_text("cannot write " + tmp);
     ::close(tfd);
     ::unlink(tmp.c_str());
@@ -249,7 +238,7 @@ bool BanJournal::State::compact(const BruteForcePolicy& policy) {
 }
 
 bool BanJournal::State::append(const std::string& bytes) {
-  if (!write_all(fd, bytes.data(), bytes.size()) || ::fdatasync(fd) != 0) {
+  if (!write_all(fd, bytes) || ::fdatasync(fd) != 0) {
     // Whatever part made it is a torn record at worst: the next rewrite replaces the file.
     fail(errno_text("cannot append to " + path));
     return false;

@@ -1,5 +1,7 @@
 #include "proxy/log.h"
 
+#include "proxy/fd_write.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -277,17 +279,8 @@ void Logger::emit(std::string& line) {
     writer_->push(line);
     return;
   }
-  const char* p = line.data();
-  size_t left = line.size();
-  while (left > 0) {
-    ssize_t n = ::write(fd_, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return;  // a log sink that fails must not take the gateway down
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
+  // Before the writer starts (start-up errors): a failing sink must not take the gateway down.
+  (void)write_all(fd_, line);
 }
 
 }  // namespace smtpgate

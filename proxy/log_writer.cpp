@@ -1,5 +1,7 @@
 #include "proxy/log_writer.h"
 
+#include "proxy/fd_write.h"
+
 #include <unistd.h>
 
 #include <cerrno>
@@ -22,20 +24,6 @@ struct LogWriter::State {
 };
 
 namespace {
-
-// Writes all of `data`; false on an error other than EINTR.
-bool write_all(int fd, const char* p, size_t left) {
-  while (left > 0) {
-    ssize_t n = ::write(fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-  return true;
-}
 
 uint64_t count_lines(std::string_view s) {
   uint64_t n = 0;
@@ -122,7 +110,7 @@ void LogWriter::run(std::shared_ptr<State> st) {
       st->writing = true;
       gather = true;
     }
-    if (!write_all(st->fd, batch.data(), batch.size())) {
+    if (!write_all(st->fd, batch)) {
       // The lines of a failed write are lost (a partial write's rest too): count them all.
       st->errors.fetch_add(1, std::memory_order_relaxed);
       const uint64_t lost = count_lines(batch);
@@ -133,7 +121,7 @@ void LogWriter::run(std::shared_ptr<State> st) {
     // The sink takes lines again: say how many it missed.
     if (const uint64_t lost = st->unreported.exchange(0, std::memory_order_relaxed); lost > 0) {
       const std::string notice = st->notice ? st->notice(lost) : std::string();
-      if (!notice.empty() && !write_all(st->fd, notice.data(), notice.size()))
+      if (!notice.empty() && !write_all(st->fd, notice))
         st->unreported.fetch_add(lost, std::memory_order_relaxed);
     }
     if (batch.capacity() > 4 * kMaxQueuedBytes) std::string().swap(batch);

@@ -1,8 +1,5 @@
 #include "proxy/session.h"
 
-#include <charconv>
-#include <ctime>
-
 #include "policy/replies.h"
 #include "policy/rule_ids.h"
 #include "proxy/gateway.h"
