@@ -315,4 +315,31 @@ Decision data_end(const Policy& p, const SessionFacts& s, uint64_t body_bytes) {
                   [&] { return std::to_string(body_bytes) + " bytes"; });
 }
 
+Decision admit(const Policy& p, const IpAddress& client, const ConnectionLoad& load) {
+  const auto& lim = p.connections;
+  if (load.open_total >= lim.max_total)
+    return refuse(Stage::Connect, rules::kLimitsConnections, Verdict::Reject, Mode::Enforce,
+                  std::to_string(load.open_total) + " sessions open; connections.max_total is " +
+                      std::to_string(lim.max_total),
+                  replies::too_many_connections());
+  if (load.over_rate)
+    return refuse(Stage::Connect, rules::kLimitsConnectionRate, Verdict::Reject, Mode::Enforce,
+                  "connection rate of " + client.to_string() + " over connections.rate_per_ip",
+                  replies::connection_rate());
+  if (load.open_from_ip >= lim.max_per_ip)
+    return refuse(Stage::Connect, rules::kLimitsConnections, Verdict::Reject, Mode::Enforce,
+                  std::to_string(load.open_from_ip) + " sessions open from " + client.to_string() +
+                      "; connections.max_per_ip is " + std::to_string(lim.max_per_ip),
+                  replies::too_many_connections());
+  return allow(Stage::Connect, rules::kLimitsConnections, {});
+}
+
+Decision body_end(const Policy& p, const SessionFacts& s, uint64_t body_bytes, bool bare_newline) {
+  if (bare_newline)
+    // Only "reject" stops at a bare LF/CR (the body filter fixes or passes the others).
+    return refuse(Stage::Data, rules::kMessageBareNewline, Verdict::Reject, Mode::Enforce,
+                  "bare LF or CR in message body", replies::bare_lf());
+  return data_end(p, s, body_bytes);
+}
+
 }  // namespace smtpgate::engine

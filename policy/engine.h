@@ -75,5 +75,17 @@ Decision rcpt(const Policy& p, const SessionFacts& s, const MailPath& sender,
 // End of data: message size (always enforced).
 Decision data_end(const Policy& p, const SessionFacts& s, uint64_t body_bytes);
 
+// The body ended: at a bare LF or CR (message.bare_newline reject: 521, close), else at
+// CRLF.CRLF (data_end).
+Decision body_end(const Policy& p, const SessionFacts& s, uint64_t body_bytes, bool bare_newline);
+
+// The gateway's own connection caps (SPEC §3), checked before any policy and always enforced.
+struct ConnectionLoad {
+  uint32_t open_total = 0;    // sessions admitted and still open
+  uint32_t open_from_ip = 0;  // of those, from this client
+  bool over_rate = false;     // the client's connection rate is over connections.rate_per_ip
+};
+Decision admit(const Policy& p, const IpAddress& client, const ConnectionLoad& load);
+
 }  // namespace engine
 }  // namespace smtpgate

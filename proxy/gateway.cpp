@@ -311,31 +311,16 @@ void Gateway::close_all() {
 
 std::optional<Decision> Gateway::admit(Session& s) {
   const auto& lim = policy_->connections;
-  auto refuse = [](std::string reason) {
-    Decision d;
-    d.stage = Stage::Connect;
-    d.rule = rules::kLimitsConnections;
-    d.verdict = Verdict::Reject;
-    d.reason = std::move(reason);
-    d.reply = replies::too_many_connections();
-    return d;
-  };
-  if (admitted_ >= lim.max_total)
-    return refuse(std::to_string(admitted_) + " sessions open; connections.max_total is " +
-                  std::to_string(lim.max_total));
-  if (connection_rate_.enabled() && !connection_rate_.allow(s.client_ip(), now_ms())) {
-    Decision d =
-        refuse("connection rate of " + s.client_ip().to_string() + " over connections.rate_per_ip");
-    d.rule = rules::kLimitsConnectionRate;
-    d.reply = replies::connection_rate();
-    return d;
-  }
-  uint32_t& n = per_ip_[s.client_ip()];
-  if (n >= lim.max_per_ip) {
-    return refuse(std::to_string(n) + " sessions open from " + s.client_ip().to_string() +
-                  "; connections.max_per_ip is " + std::to_string(lim.max_per_ip));
-  }
-  ++n;
+  engine::ConnectionLoad load;
+  load.open_total = admitted_;
+  auto it = per_ip_.find(s.client_ip());
+  load.open_from_ip = it == per_ip_.end() ? 0 : it->second;
+  // The rate limiter counts the connection only when the total cap lets it be considered.
+  load.over_rate = admitted_ < lim.max_total && connection_rate_.enabled() &&
+                   !connection_rate_.allow(s.client_ip(), now_ms());
+  Decision d = engine::admit(*policy_, s.client_ip(), load);
+  if (!d.allowed()) return d;
+  ++per_ip_[s.client_ip()];
   ++admitted_;
   s.admitted_ = true;
   return std::nullopt;

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Builds the libFuzzer targets with clang (ASan + UBSan) into build-fuzz/ and runs each for a
+# Builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz/ (a CMake build with
+# -DSMTPGATE_FUZZ=ON, the binaries in build-fuzz/tests/fuzz/) and runs each for a
 # bounded time; exits non-zero when a target finds an input that breaks its property (the
 # input is saved in build-fuzz/ and printed in hex).
 # Usage: tests/fuzz/run_fuzz.sh [seconds per target, default 60]
@@ -28,26 +29,18 @@ if [ -z "$CXX" ]; then
   fi
 fi
 
-mkdir -p "$OUT/obj"
-FLAGS="-std=c++20 -g -O1 -fno-sanitize-recover=all -I$ROOT -I$ROOT/tests"
-SOURCES="proxy/smtp/line_reader.cpp proxy/smtp/command.cpp proxy/smtp/body_filter.cpp
-  proxy/smtp/reply_parser.cpp proxy/smtp/reply_check.cpp policy/domain_set.cpp"
-
-# The code under test is compiled once, with coverage but without libFuzzer's main.
-echo "== building the code under test" >&2
-OBJECTS=""
-for src in $SOURCES; do
-  obj="$OUT/obj/$(echo "$src" | tr / _).o"
-  # shellcheck disable=SC2086
-  $CXX $FLAGS -fsanitize=fuzzer-no-link,address,undefined -c "$ROOT/$src" -o "$obj"
-  OBJECTS="$OBJECTS $obj"
-done
+# The targets are CMake targets (tests/fuzz/CMakeLists.txt, SMTPGATE_FUZZ=ON): they link the
+# project's libraries, compiled with coverage but without libFuzzer's main. Debug: -g -O1 with
+# asserts on (the -O1 comes from tests/fuzz/CMakeLists.txt).
+echo "== configuring $OUT" >&2
+cmake -S "$ROOT" -B "$OUT" -DCMAKE_CXX_COMPILER="$CXX" -DSMTPGATE_FUZZ=ON \
+  -DCMAKE_BUILD_TYPE=Debug -DBUILD_TESTING=OFF >&2
+echo "== building $TARGETS" >&2
+# shellcheck disable=SC2086
+cmake --build "$OUT" --parallel "$(nproc 2>/dev/null || echo 2)" --target $TARGETS >&2
 
 status=0
 for target in $TARGETS; do
-  echo "== building $target" >&2
-  # shellcheck disable=SC2086
-  $CXX $FLAGS -fsanitize=fuzzer,address,undefined "$HERE/$target.cpp" $OBJECTS -o "$OUT/$target"
   mkdir -p "$OUT/corpus-$target"
   # New inputs go to the first corpus directory; the checked-in seeds are only read.
   extra=""
@@ -57,7 +50,7 @@ for target in $TARGETS; do
   echo "== running $target for ${SECONDS_PER_TARGET}s" >&2
   rm -f "$OUT/$target-crash-"* "$OUT/$target-leak-"* "$OUT/$target-timeout-"* "$OUT/$target-oom-"*
   # shellcheck disable=SC2086
-  if ! (cd "$OUT" && "./$target" -max_total_time="$SECONDS_PER_TARGET" -max_len=4096 \
+  if ! (cd "$OUT" && "$OUT/tests/fuzz/$target" -max_total_time="$SECONDS_PER_TARGET" -max_len=4096 \
           -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$OUT/$target-" \
           -print_final_stats=1 "$@" "corpus-$target" $extra); then
     echo "== $target FAILED; the input, saved in $OUT:" >&2

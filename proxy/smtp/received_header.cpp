@@ -1,4 +1,4 @@
-#include "proxy/received_header.h"
+#include "proxy/smtp/received_header.h"
 
 #include <charconv>
 #include <ctime>

@@ -1,0 +1,281 @@
+// One client's SMTP dialogue with no I/O: client lines and backend replies in, actions out
+// (replies, commands for the backend, TLS, the body, the close). Every command's handling,
+// including what its backend reply means, reads in one place here; the session (proxy/
+// session.h) is the I/O shell that feeds it bytes and carries out what it asks.
+//
+// Calls go one way: the dialogue calls its DialogueIo and DialogueServices, and those never
+// call the dialogue back from inside such a call (the shell posts whatever happens meanwhile
+// until the dialogue has returned).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "policy/engine.h"
+#include "policy/replies.h"
+#include "proxy/smtp/body_filter.h"
+#include "proxy/smtp/command.h"
+#include "proxy/smtp/line_reader.h"
+#include "proxy/smtp/reply_parser.h"
+#include "proxy/smtp/reply_queue.h"
+#include "proxy/smtp/sasl_exchange.h"
+
+namespace smtpgate::smtp {
+
+// What the dialogue does to the connections and the clock.
+class DialogueIo {
+ public:
+  // Reply bytes for the client, in the order given (queued; the shell flushes).
+  virtual void write(std::string_view bytes) = 0;
+  // Bytes the client sent that nobody has read yet (a peek, not consumed): up to n, or 0.
+  virtual size_t peek_client(char* buf, size_t n) = 0;
+
+  // Connects to the backend unless a connection is open or opening. False: none can be had
+  // now (the dialogue answers for it); a failure found later comes as on_backend_failed.
+  virtual bool backend_open() = 0;
+  virtual bool backend_idle() const = 0;
+  // A command whose reply comes back as on_backend_reply(cmd, ...). `add_crlf`: `line` is a
+  // client's command line as parsed, without its CRLF.
+  virtual void backend_send(BackendCommand cmd, std::string_view line, bool add_crlf) = 0;
+  // AUTH with the client's credentials (the reply comes as BackendCommand::Auth). False: the
+  // backend offers no mechanism the gateway can use.
+  virtual bool backend_auth(std::string_view login, std::string_view password) = 0;
+  // Drops the backend connection at once (an unfinished message is never completed), or
+  // ends it politely (QUIT).
+  virtual void backend_abort() = 0;
+  virtual void backend_quit() = 0;
+
+  // After the 354: body bytes go to the backend behind `prefix` (the Received: header), through
+  // the body filter, until the shell reports on_body_end().
+  virtual void start_body(std::string_view prefix) = 0;
+  // The message can no longer be delivered: the rest of the body is read and dropped.
+  virtual void discard_body() = 0;
+  virtual uint64_t body_bytes() const = 0;  // of the body under way, so far
+  // The "220 Ready to start TLS" is written: the handshake starts, and plaintext the client
+  // sent after STARTTLS is dropped unread.
+  virtual void start_tls() = 0;
+
+  // The client's time runs out `after` from now (on_timeout()); clear: no deadline while the
+  // session waits on the backend, whose own timer bounds the wait.
+  virtual void set_deadline(std::chrono::milliseconds after) = 0;
+  virtual void clear_deadline() = 0;
+  // Nothing more is read; the session ends (in `state`, a static string) once the client has
+  // every reply, or when it does not read them within the command timeout.
+  virtual void close_after_output(std::string_view state) = 0;
+
+ protected:
+  ~DialogueIo() = default;
+};
+
+// How a login went, for logs and metrics.
+enum class AuthOutcome : uint8_t { Ok, Failed, Tempfail, Refused };
+
+// What the dialogue asks of the gateway's shared state, and what it reports.
+class DialogueServices {
+ public:
+  virtual uint64_t now_ms() = 0;
+  // Sending counters of an authenticated login (the last hour).
+  virtual uint32_t messages_last_hour(std::string_view login) = 0;
+  virtual uint32_t recipients_last_hour(std::string_view login) = 0;
+  // A failed login from `ip`: how many are counted in the brute-force window, this one too.
+  virtual uint32_t record_auth_failure(const IpAddress& ip) = 0;
+  // Bans `ip` (the reply that announces it waits until the ban is on disk); would_ban: dry-run.
+  virtual void ban(const IpAddress& ip, const std::string& reason) = 0;
+  virtual void would_ban(const IpAddress& ip, const std::string& reason) = 0;
+
+  // Reports (logs and metrics). Decisions other than allow, every login, every message.
+  virtual void decision(const Decision& d) = 0;
+  virtual void connection_refused(const Decision& d) = 0;  // after decision(d)
+  virtual void auth(std::string_view login, AuthOutcome outcome, std::string_view reply) = 0;
+  virtual void message(std::string_view from, uint64_t size, uint32_t recipients,
+                       std::string_view reply, bool delivered) = 0;
+  virtual void class_changed() = 0;  // facts().cls is new
+
+ protected:
+  ~DialogueServices() = default;
+};
+
+class Dialogue {
+ public:
+  // Hard limits (named, not tunable; SPEC §3 "Hostile and broken peers").
+  // Error replies before the session is dropped.
+  static constexpr int kMaxErrors = 20;
+  // Junk commands (NOOP, RSET, HELP, VRFY, EHLO/HELO, unknown) since the last MAIL that
+  // passed policy: one more gets 421 and the session is closed (Postfix's default).
+  static constexpr int kMaxJunkCommands = 100;
+
+  // What the session is about. `policy` and `listener` outlive the dialogue (the session
+  // holds the policy snapshot it started with).
+  struct Setup {
+    const Policy* policy = nullptr;
+    const Listener* listener = nullptr;
+    bool tls_available = false;  // the gateway has a certificate (a tls section)
+    IpAddress client;
+    bool banned = false;          // the ban list holds the client now
+    std::string_view session_id;  // for the Received: header; outlives the dialogue
+  };
+
+  Dialogue(const Setup& setup, DialogueIo& io, DialogueServices& services);
+  Dialogue(const Dialogue&) = delete;
+  Dialogue& operator=(const Dialogue&) = delete;
+
+  // The connection is accepted. `admission`: the gateway's refusal when its connection caps
+  // are reached (SPEC §3), or null. Greets, or refuses and closes.
+  void open(const Decision* admission);
+  // The TLS handshake completed (STARTTLS, or an implicit-TLS listener's first step).
+  void on_tls_ready(std::string_view version, std::string_view cipher);
+  // Client bytes arrived. False: they broke SMTP synchronisation (they came before a reply
+  // the client had to wait for); the session is refused and closing, and they are not read.
+  bool on_client_input();
+  // A command line, or a SASL answer (without CRLF). `more_input`: more client bytes follow
+  // it in what has been read (pipelining).
+  void on_line(std::string_view line, bool more_input);
+  void on_line_too_long();
+  // The body filter reached the end of data (or found a bare LF/CR); `size`: body bytes.
+  void on_body_end(BodyFilter::Status status, uint64_t size);
+
+  void on_backend_reply(BackendCommand cmd, const BackendReply& reply);
+  // The backend connection is gone; every reply it still owed is lost.
+  void on_backend_failed(bool protocol_error);
+
+  // The client's deadline passed while it could be answered: 421 and close.
+  void on_timeout();
+  // Graceful stop: an idle session gets 421 and closes; a busy one closes after its message.
+  void drain();
+
+  // For the shell.
+  bool reading_commands() const {  // the next client line is a command or a SASL answer
+    return (phase_ == Phase::Command || phase_ == Phase::Sasl) && !waiting_;
+  }
+  bool in_body() const { return phase_ == Phase::Body; }
+  bool closing() const { return phase_ == Phase::Closing; }
+  size_t line_limit() const { return phase_ == Phase::Sasl ? kMaxSaslLine : kMaxCommandLine; }
+  size_t replies_pending() const { return replies_.pending(); }
+  size_t held_reply_bytes() const { return replies_.held_bytes(); }
+  // A message may be under way at the backend: close it without QUIT (nothing delivered).
+  bool transaction_open() const { return phase_ == Phase::Body || txn_.active; }
+  const SessionFacts& facts() const { return facts_; }
+  std::string_view helo() const { return helo_; }  // as the client sent it (for XCLIENT)
+  bool esmtp() const { return esmtp_; }
+  uint32_t messages() const { return messages_; }
+  std::string_view tls_version() const { return tls_version_; }
+
+ private:
+  enum class Phase : uint8_t { Command, Sasl, Body, Closing };
+
+  struct Transaction {
+    bool active = false;  // MAIL accepted by policy and forwarded
+    MailPath sender;
+    uint32_t rcpt_forwarded = 0;
+    uint32_t rcpt_accepted = 0;  // backend said 2xx
+    std::string first_rcpt;
+    bool smtputf8 = false;  // MAIL had SMTPUTF8: non-ASCII recipients are allowed
+    // The backend failed with a protocol error during the transaction: its later commands get
+    // 451 until the client starts over (RSET, EHLO).
+    bool backend_broken = false;
+    // Back to empty, keeping the strings' buffers for the next transaction. A new field must
+    // be added here too.
+    void clear() {
+      active = false;
+      smtputf8 = false;
+      backend_broken = false;
+      sender.null = false;
+      sender.local.clear();
+      sender.domain.clear();
+      sender.has_source_route = false;
+      rcpt_forwarded = 0;
+      rcpt_accepted = 0;
+      first_rcpt.clear();
+    }
+  };
+
+  // The message whose final reply is awaited.
+  struct Sent {
+    std::string sender;
+    uint64_t size = 0;
+    uint32_t recipients = 0;
+  };
+
+  // commands
+  void command(const Command& cmd, std::string_view line, bool more_input);
+  void cmd_helo(const Command& cmd, bool esmtp);
+  void cmd_mail(const Command& cmd, std::string_view line);
+  void cmd_rcpt(const Command& cmd, std::string_view line);
+  void cmd_data();
+  void cmd_rset();
+  void cmd_starttls();
+  void cmd_auth(const Command& cmd);
+  void sasl_outcome(SaslExchange::Outcome o);
+  void run_waiting();  // DATA or STARTTLS, once every earlier reply is out
+
+  // backend replies, by the command they answer
+  void reply_to_data(const BackendReply& r);
+  void reply_to_data_end(const BackendReply& r);
+  void reply_to_auth(const BackendReply& r);
+
+  // AUTH
+  void auth_with(Credentials creds);
+  void auth_failed_locally(std::string_view reply, bool counts);
+  void count_auth_failure(std::string_view sent_reply);
+
+  // replies
+  void greet();
+  bool refused_pregreet();
+  void reply(std::string_view wire, bool sync = false);
+  void reply(const Reply& r);
+  void reply_error(std::string_view wire);  // a client error: replied and counted
+  void reply_error(const Reply& r);
+  void backend_reply_arrived(std::string_view text);
+  void flush_replies();
+
+  // policy
+  bool apply(const Decision& d);  // reports non-allow decisions; true when it blocks
+  void refuse_protocol(Stage stage, std::string_view rule, std::string reason, const Reply& r,
+                       std::string_view state);
+  void set_class(ListenerClass c);
+  std::string received_header();
+
+  void close(std::string_view state = "closed");
+  void command_deadline();
+
+  const Policy& policy_;
+  const Listener& listener_;
+  DialogueIo& io_;
+  DialogueServices& services_;
+  const bool tls_available_;
+  const std::string_view session_id_;
+
+  SessionFacts facts_;
+  Phase phase_ = Phase::Command;
+  std::string helo_;
+  bool esmtp_ = false;
+  bool helo_seen_ = false;
+  bool first_line_seen_ = false;    // an HTTP request is recognised on the first line only
+  bool backend_auth_lost_ = false;  // an authenticated session's backend connection dropped
+  bool draining_ = false;
+  std::string tls_version_, tls_cipher_;
+  // A refusal waiting for the TLS handshake (implicit-TLS listeners: handshake first).
+  std::string refusal_after_tls_;
+
+  // Waiting on the backend before the next command is read: an AUTH's verdict, DATA's 354,
+  // or every earlier reply before DATA or STARTTLS runs (`held_` is that command).
+  bool waiting_ = false;
+  Verb held_ = Verb::Unknown;
+  bool has_held_ = false;
+
+  ReplyQueue replies_;
+  SaslExchange sasl_;
+  Transaction txn_;
+  Sent sent_;
+  // The backend failed during the body and the client has its 4xx already: the rest of the
+  // body is dropped and its end gets no second reply (after a 421 the session closes there).
+  bool body_answered_ = false;
+  bool close_after_body_ = false;
+  int errors_ = 0;
+  int junk_ = 0;
+  uint32_t messages_ = 0;
+};
+
+}  // namespace smtpgate::smtp
