@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "proxy/received_header.h"
+#include "proxy/smtp/received_header.h"
 
 using smtpgate::append_received_header;
 using smtpgate::IpAddress;
