@@ -12,11 +12,15 @@ Reply make(int code, std::string text, bool close = false) {
 
 FixedReply fixed(int code, std::string text, bool close = false) {
   FixedReply f{make(code, std::move(text), close), {}};
-  f.wire = f.reply.line() + "\r\n";
+  f.wire = wire(f.reply);
   return f;
 }
 
 }  // namespace
+
+std::string wire(const Reply& r) {
+  return r.line() + "\r\n";
+}
 
 // The texts are SPEC §3's table; placeholders (<hostname>, <login>) are substituted
 // without the angle brackets, "<LF>" is literal.

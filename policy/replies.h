@@ -16,6 +16,9 @@ struct FixedReply {
   operator const Reply&() const { return reply; }  // NOLINT: a FixedReply is a Reply
 };
 
+// A reply's wire form: "CODE TEXT\r\n".
+std::string wire(const Reply& r);
+
 Reply access_denied(std::string_view hostname);  // 554 5.7.1 <hostname> access denied, close
 Reply too_many_connections();                    // 421 4.7.0 ..., close
 Reply must_starttls();                           // 530 5.7.0 Must issue a STARTTLS command first

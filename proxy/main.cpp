@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <iostream>
 
-#include "policy/explain.h"
+#include "proxy/smtp/explain.h"
 #include "policy/loader.h"
 #include "proxy/admin_client.h"
 #include "proxy/gateway.h"

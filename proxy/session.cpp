@@ -38,13 +38,16 @@ Session::Scope::~Scope() {
 }
 
 void Session::run_posted() {
-  while (posted_.any && !finished_) {
+  // A backend failure is logged even when the session ended meanwhile (its cause, say EMFILE,
+  // matters to the operator); the rest only concerns a live session.
+  while (posted_.any) {
     Posted p = std::move(posted_);
     posted_ = Posted{};
-    Scope scope(*this);
+    ++depth_;  // what these post in turn waits for the next round of this loop
     if (p.backend_failed) backend_gone(p.backend_why, p.backend_protocol_error);
     if (p.eof && !finished_) client_gone(*p.eof);
     if (p.backend_drained && !finished_) update_reading();
+    --depth_;
   }
 }
 
@@ -297,6 +300,7 @@ void Session::backend_gone(const std::string& why, bool protocol_error) {
       .str("component", "backend")
       .str("reason", why)
       .write();
+  if (finished_) return;
   dialogue_->on_backend_failed(protocol_error);
   pump();
 }

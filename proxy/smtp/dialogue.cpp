@@ -3,17 +3,12 @@
 #include <algorithm>
 
 #include "policy/rule_ids.h"
-#include "proxy/smtp/received_header.h"
 
 namespace smtpgate::smtp {
 namespace {
 
 // A refused client on an implicit-TLS listener gets this long for its handshake.
 constexpr std::chrono::milliseconds kRefusalHandshakeTime{10000};
-
-std::string line_of(const Reply& r) {
-  return r.line() + "\r\n";
-}
 
 Stage stage_of(Verb v) {
   switch (v) {
@@ -63,26 +58,27 @@ Dialogue::Dialogue(const Setup& setup, DialogueIo& io, DialogueServices& service
       io_(io),
       services_(services),
       tls_available_(setup.tls_available),
+      report_allows_(setup.report_allows),
       session_id_(setup.session_id) {
   facts_.listener = &listener_;
   facts_.cls = engine::initial_class(listener_);
   facts_.client = setup.client;
   facts_.banned = setup.banned;
-  facts_.allow_reasons = false;  // allow decisions are not reported
+  facts_.allow_reasons = report_allows_;  // a session reports no allow: no text to build
 }
 
 // ---------------------------------------------------------------- connect, TLS
 
 void Dialogue::open(const Decision* admission) {
   Decision d = admission ? *admission : engine::connect(policy_, facts_);
+  report(d);
   if (!d.allowed()) {
-    services_.decision(d);
     if (d.enforced) {
       services_.connection_refused(d);
       if (listener_.tls == TlsMode::Implicit && tls_available_) {
         // RFC 8314: a client of an implicit-TLS port speaks TLS first. A plaintext refusal
         // would reach it as a TLS error; after the handshake it reads "access denied".
-        refusal_after_tls_ = line_of(d.reply);
+        refusal_after_tls_ = replies::wire(d.reply);
         phase_ = Phase::Closing;
         io_.set_deadline(
             std::min<std::chrono::milliseconds>(policy_.timeouts.command, kRefusalHandshakeTime));
@@ -181,7 +177,7 @@ void Dialogue::on_line_too_long() {
   if (phase_ == Phase::Sasl) {
     phase_ = Phase::Command;
     sasl_.abandon();
-    auth_failed_locally(line_of(replies::line_too_long()), true);
+    auth_failed_locally(replies::wire(replies::line_too_long()), true);
   } else {
     reply_error(replies::line_too_long());
   }
@@ -306,155 +302,6 @@ void Dialogue::cmd_rset() {
   reply(replies::ok().wire);
 }
 
-void Dialogue::cmd_mail(const Command& cmd, std::string_view line) {
-  if (!helo_seen_) return reply_error(replies::need_helo().wire);
-  if (txn_.active) return reply_error(replies::nested_mail().wire);
-  auto sender = parse_mail_path(cmd.path);
-  if (!sender) return reply_error(replies::bad_sender().wire);
-  const bool smtputf8 = cmd.find_param("SMTPUTF8") != nullptr;
-  if (!smtputf8 && has_non_ascii(cmd.path))
-    return reply_error(replies::smtputf8_required());  // RFC 6531 §3.4
-  set_class(engine::class_at_mail(facts_));
-  Counters c;
-  if (facts_.authenticated) c.messages_last_hour = services_.messages_last_hour(facts_.login);
-  if (apply(engine::mail(policy_, facts_, *sender, cmd.size.value_or(0), c))) return;
-  junk_ = 0;
-  if (backend_auth_lost_ || !io_.backend_open()) {
-    reply(replies::backend_unavailable().wire);
-    close();
-    return;
-  }
-  txn_.active = true;
-  txn_.smtputf8 = smtputf8;
-  txn_.sender = std::move(*sender);
-  replies_.add_owed(BackendCommand::Mail);
-  // SPEC §3: AUTH= is never forwarded; the backend knows the login from the session's AUTH.
-  std::string without_auth;
-  io_.backend_send(BackendCommand::Mail,
-                   remove_auth_param(cmd, line, without_auth) ? without_auth : line, true);
-}
-
-void Dialogue::cmd_rcpt(const Command& cmd, std::string_view line) {
-  if (!txn_.active) return reply_error(replies::need_mail().wire);
-  if (txn_.backend_broken) return reply(replies::backend_protocol_error().wire);
-  auto rcpt = parse_mail_path(cmd.path);
-  if (!rcpt || rcpt->null) return reply_error(replies::bad_recipient().wire);
-  if (!txn_.smtputf8 && has_non_ascii(cmd.path)) return reply_error(replies::smtputf8_required());
-  Counters c;
-  c.recipients_in_message = txn_.rcpt_forwarded;
-  if (facts_.authenticated)
-    c.recipients_last_hour = txn_.rcpt_forwarded + services_.recipients_last_hour(facts_.login);
-  if (apply(engine::rcpt(policy_, facts_, txn_.sender, *rcpt, c))) return;
-  if (txn_.rcpt_forwarded == 0) rcpt->append_address(txn_.first_rcpt);
-  ++txn_.rcpt_forwarded;
-  replies_.add_owed(BackendCommand::Rcpt);
-  io_.backend_send(BackendCommand::Rcpt, line, true);
-}
-
-void Dialogue::cmd_data() {
-  if (!txn_.active)
-    return reply_error(txn_.rcpt_forwarded ? replies::need_rcpt().wire : replies::need_mail().wire);
-  if (txn_.backend_broken) return reply(replies::backend_protocol_error().wire);
-  if (txn_.rcpt_accepted == 0)
-    return reply(txn_.rcpt_forwarded ? replies::no_valid_recipients().wire
-                                     : replies::need_rcpt().wire);
-  if (io_.backend_idle()) {
-    reply(replies::backend_unavailable().wire);
-    close();
-    return;
-  }
-  replies_.add_owed(BackendCommand::Data, true);  // the client must wait for the 354
-  io_.backend_send(BackendCommand::Data, "DATA\r\n", false);
-  waiting_ = true;  // the body may follow only after our 354
-  io_.clear_deadline();
-}
-
-void Dialogue::reply_to_data(const BackendReply& r) {
-  waiting_ = false;
-  if (r.code == 354) {
-    phase_ = Phase::Body;
-    body_answered_ = false;
-    close_after_body_ = false;
-    io_.start_body(received_header());
-    io_.set_deadline(policy_.timeouts.data);
-  } else {
-    command_deadline();
-  }
-  backend_reply_arrived(r.raw);
-}
-
-std::string Dialogue::received_header() {
-  std::string out;
-  if (!policy_.message.received_header) return out;
-  ReceivedHeader h;
-  h.helo = helo_;
-  h.client = &facts_.client;
-  h.hostname = policy_.hostname;
-  h.esmtp = esmtp_;
-  h.tls = facts_.tls;
-  h.authenticated = facts_.authenticated;
-  h.session_id = session_id_;
-  h.message_number = messages_ + 1;
-  h.listener = listener_.name;
-  h.login = facts_.login;
-  h.tls_version = tls_version_;
-  h.tls_cipher = tls_cipher_;
-  if (txn_.rcpt_accepted == 1) h.recipient = txn_.first_rcpt;
-  append_received_header(out, h);
-  return out;
-}
-
-void Dialogue::on_body_end(BodyFilter::Status status, uint64_t size) {
-  phase_ = Phase::Command;
-  if (body_answered_) {
-    // The client had its 4xx when the backend failed; the body it went on sending is gone,
-    // and its end gets no second reply.
-    body_answered_ = false;
-    txn_.clear();
-    if (close_after_body_ || status == BodyFilter::Status::BareNewline) {
-      close();
-    } else {
-      command_deadline();
-    }
-    close_after_body_ = false;
-    return;
-  }
-  Decision d = engine::body_end(policy_, facts_, size, status == BodyFilter::Status::BareNewline);
-  if (!d.allowed()) {
-    services_.decision(d);
-    io_.backend_abort();  // closed before the final dot: nothing is delivered
-    if (facts_.authenticated) backend_auth_lost_ = true;
-    txn_.clear();
-    reply(d.reply);
-    if (d.reply.close) {
-      close();
-    } else {
-      command_deadline();
-    }
-    return;
-  }
-  sent_.size = size;
-  sent_.recipients = txn_.rcpt_accepted;
-  sent_.sender.clear();
-  txn_.sender.append_address(sent_.sender);
-  txn_.clear();
-  replies_.add_owed(BackendCommand::DataEnd);
-  io_.backend_send(BackendCommand::DataEnd, ".\r\n", false);
-  command_deadline();
-}
-
-void Dialogue::reply_to_data_end(const BackendReply& r) {
-  const bool delivered = r.code >= 200 && r.code < 300;
-  if (delivered) ++messages_;
-  services_.message(sent_.sender, sent_.size, sent_.recipients, r.raw, delivered);
-  backend_reply_arrived(r.raw);
-  if (draining_) {
-    // Shutting down: the message in flight is done, no new one starts here.
-    reply(replies::shutting_down().wire);
-    close("drained");
-  }
-}
-
 void Dialogue::cmd_starttls() {
   if (listener_.tls != TlsMode::StartTls || !tls_available_)
     return reply_error(replies::tls_unavailable().wire);
@@ -467,101 +314,6 @@ void Dialogue::cmd_starttls() {
   esmtp_ = false;
   txn_.clear();
   io_.start_tls();
-}
-
-// ---------------------------------------------------------------- AUTH
-
-void Dialogue::cmd_auth(const Command& cmd) {
-  if (!helo_seen_) return reply_error(replies::need_helo().wire);
-  if (facts_.authenticated) return reply_error(replies::already_authenticated().wire);
-  if (txn_.active) return reply_error(replies::in_transaction().wire);
-  Decision d = engine::auth_attempt(policy_, facts_);
-  if (!d.allowed()) {
-    services_.decision(d);
-    if (!d.enforced && d.verdict == Verdict::Ban) services_.would_ban(facts_.client, d.reason);
-    if (d.enforced) {
-      if (d.verdict == Verdict::Ban) {
-        services_.ban(facts_.client, d.reason);
-        reply(d.reply);
-        close("banned");
-        return;
-      }
-      auth_failed_locally(line_of(d.reply), engine::auth_refusal_counts_as_failure(d));
-      return;
-    }
-  }
-  sasl_outcome(sasl_.start(cmd.auth_mechanism, cmd.auth_initial_response));
-}
-
-void Dialogue::sasl_outcome(SaslExchange::Outcome o) {
-  switch (o.kind) {
-    case SaslExchange::Outcome::Kind::Prompt:
-      phase_ = Phase::Sasl;
-      reply(o.reply->wire);
-      return;
-    case SaslExchange::Outcome::Kind::Credentials:
-      auth_with(std::move(o.credentials));
-      return;
-    case SaslExchange::Outcome::Kind::Failed:
-      auth_failed_locally(o.reply->wire, true);
-      return;
-    case SaslExchange::Outcome::Kind::Unsupported:
-      reply_error(o.reply->wire);
-      return;
-  }
-}
-
-void Dialogue::auth_with(Credentials creds) {
-  facts_.login = creds.authcid;
-  if (backend_auth_lost_ || !io_.backend_open() ||
-      !io_.backend_auth(creds.authcid, creds.password)) {
-    reply(replies::auth_backend_unavailable().wire);
-    return;
-  }
-  replies_.add_owed(BackendCommand::Auth);
-  waiting_ = true;
-  io_.clear_deadline();
-}
-
-void Dialogue::reply_to_auth(const BackendReply& r) {
-  waiting_ = false;
-  const bool ok = r.code == 235;
-  if (ok) {
-    facts_.authenticated = true;
-    if (facts_.cls == ListenerClass::Auto) set_class(ListenerClass::Submission);
-  }
-  services_.auth(
-      facts_.login,
-      ok ? AuthOutcome::Ok : (r.transient() ? AuthOutcome::Tempfail : AuthOutcome::Failed),
-      first_line(r.raw));
-  backend_reply_arrived(ok ? std::string_view(replies::auth_ok().wire) : r.raw);
-  if (!ok && r.permanent()) count_auth_failure(r.raw);
-  command_deadline();
-}
-
-void Dialogue::auth_failed_locally(std::string_view text, bool counts) {
-  services_.auth(facts_.login, AuthOutcome::Refused, first_line(text));
-  reply(text);
-  if (counts) count_auth_failure(text);
-}
-
-void Dialogue::count_auth_failure(std::string_view sent) {
-  const uint32_t n = services_.record_auth_failure(facts_.client);
-  Decision d = engine::brute_force(policy_, facts_, n);
-  if (d.verdict != Verdict::Ban) return;
-  // The failing command already has its reply; the decision records what was sent.
-  if (sent.size() >= 4) {
-    std::string_view first = first_line(sent);
-    d.reply.code = (first[0] - '0') * 100 + (first[1] - '0') * 10 + (first[2] - '0');
-    d.reply.text = std::string(first.substr(4));
-  }
-  services_.decision(d);
-  if (!d.enforced) {
-    services_.would_ban(facts_.client, d.reason);
-    return;
-  }
-  services_.ban(facts_.client, d.reason);
-  close("banned");
 }
 
 // ---------------------------------------------------------------- backend replies
@@ -649,7 +401,7 @@ void Dialogue::reply(std::string_view wire, bool sync) {
 }
 
 void Dialogue::reply(const Reply& r) {
-  reply(line_of(r));
+  reply(replies::wire(r));
 }
 
 void Dialogue::reply_error(std::string_view wire) {
@@ -661,7 +413,7 @@ void Dialogue::reply_error(std::string_view wire) {
 }
 
 void Dialogue::reply_error(const Reply& r) {
-  reply_error(line_of(r));
+  reply_error(replies::wire(r));
 }
 
 void Dialogue::backend_reply_arrived(std::string_view text) {
@@ -674,10 +426,13 @@ void Dialogue::flush_replies() {
 
 // ---------------------------------------------------------------- policy
 
+void Dialogue::report(const Decision& d) {
+  if (!d.allowed() || report_allows_) services_.decision(d);
+}
+
 bool Dialogue::apply(const Decision& d) {
-  if (d.allowed()) return false;
-  services_.decision(d);
-  if (!d.enforced) return false;
+  report(d);
+  if (!d.blocks()) return false;
   reply(d.reply);
   if (d.reply.close) close();
   return true;

@@ -115,6 +115,9 @@ class Dialogue {
     IpAddress client;
     bool banned = false;          // the ban list holds the client now
     std::string_view session_id;  // for the Received: header; outlives the dialogue
+    // Every decision is reported, allows too, with their reasons (`smtpgate explain`); a
+    // session reports only the others.
+    bool report_allows = false;
   };
 
   Dialogue(const Setup& setup, DialogueIo& io, DialogueServices& services);
@@ -231,7 +234,8 @@ class Dialogue {
   void flush_replies();
 
   // policy
-  bool apply(const Decision& d);  // reports non-allow decisions; true when it blocks
+  void report(const Decision& d);  // to services_.decision(), allows only if report_allows_
+  bool apply(const Decision& d);   // reports it; true when it blocks
   void refuse_protocol(Stage stage, std::string_view rule, std::string reason, const Reply& r,
                        std::string_view state);
   void set_class(ListenerClass c);
@@ -245,6 +249,7 @@ class Dialogue {
   DialogueIo& io_;
   DialogueServices& services_;
   const bool tls_available_;
+  const bool report_allows_;
   const std::string_view session_id_;
 
   SessionFacts facts_;

@@ -6,7 +6,10 @@ mid-body, and control characters in reply text. The backend is
 scripted_backend.ScriptedBackend (in-process); each test checks what the client
 saw, the bytes the backend received and the gateway's JSON log."""
 
+import base64
 import json
+import os
+import resource
 import time
 import unittest
 
@@ -404,3 +407,66 @@ class UnsolicitedReplyTest(HostileBackendTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SynchronousConnectFailureTest(HostileBackendTestCase):
+    """A backend connect that fails inside uv_tcp_connect (here EMFILE: the gateway may open
+    no more descriptors) while the client's pipelined commands are held. The failure is
+    handled after the command that caused it has returned, so held input is read once, in
+    order, and the session ends with one 421 (a gateway that handled it inline read the held
+    commands again from inside the failure, and recursed until its stack ran out)."""
+
+    def test_held_pipelined_commands_after_a_synchronous_connect_failure(self):
+        gw_box = []
+
+        def auth_then_no_more_descriptors(conn, line):
+            # The gateway's newest descriptor is this backend connection's; from now on it may
+            # open none below it, so once the connection is dropped the next connect fails
+            # with EMFILE inside uv_tcp_connect.
+            pid = gw_box[0].proc.pid
+            fds = [int(n) for n in os.listdir("/proc/%d/fd" % pid)]
+            soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (max(fds), hard))
+            gw_box.append(soft)
+            return b"250 2.0.0 not an answer to AUTH\r\n"  # a protocol error: the backend is dropped
+
+        replies = {"EHLO": b"250-scripted\r\n250-PIPELINING\r\n250 AUTH PLAIN\r\n",
+                   "AUTH": auth_then_no_more_descriptors}
+        self.backend = ScriptedBackend(replies).start()
+        self.addCleanup(self.backend.stop)
+        policy = support.gateway_policy(self.backend.address,
+                                        listeners=(("sub", "auto"),), hostname=HOSTNAME,
+                                        message={"received_header": False},
+                                        submission={"access": {"default": "allow"},
+                                                    "require_tls": False})
+        self.gw = self.start_gateway(policy)
+        gw_box.append(self.gw)
+        c = self.raw_client(self.gw, "sub", CLIENT)
+        self.assertEqual(c.greeting().code, 220)
+        self.assertEqual(c.ehlo().code, 250)
+        creds = base64.b64encode(b"\0user@example.com\0secret").decode()
+        # AUTH waits for the backend; everything after it is held meanwhile.
+        c.send(("AUTH PLAIN %s\r\nMAIL FROM:<user@example.com>\r\n"
+                "RCPT TO:<someone@example.com>\r\nNOOP\r\nNOOP\r\n" % creds).encode())
+        self.assertReply(c.read_reply(), 454)  # AUTH: the backend broke
+        self.assertReply(c.read_reply(), 421, "4.4.1")  # MAIL: no backend can be had
+        self.assertTrue(c.is_closed())
+        self.assertEqual(c.pending(0.3), b"")
+        self.assertEqual(self.gw.proc.poll(), None, "the gateway is gone")
+        resource.prlimit(self.gw.proc.pid, resource.RLIMIT_NOFILE,
+                         (gw_box[1], resource.prlimit(self.gw.proc.pid,
+                                                      resource.RLIMIT_NOFILE)[1]))
+        errors = support.wait_until(
+            lambda: [o for o in self.gw.find(event="error", component="backend")
+                     if "open files" in o.get("reason", "")],
+            timeout=10, message="the connect failure's log line")
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn("connect", errors[0]["reason"])
+        closed = self.gw.wait_for_log(event="session_close", timeout=10)
+        self.assertEqual(closed["state"], "closed")
+        # One backend connection (the AUTH's); the MAIL never reached a backend.
+        self.assertEqual(len(self.backend.connections()), 1)
+        self.assertNotIn("MAIL", self.conn(1).verbs())
+        # The gateway still serves: a new session is greeted.
+        c2 = self.raw_client(self.gw, "sub", CLIENT)
+        self.assertEqual(c2.greeting().code, 220)

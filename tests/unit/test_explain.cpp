@@ -3,7 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "policy/explain.h"
+#include "proxy/smtp/explain.h"
 #include "policy/loader.h"
 
 using namespace smtpgate;

@@ -1,0 +1,106 @@
+// AUTH: the policy checks, the SASL exchange with the client, the backend's verdict on the
+// credentials, and brute-force counting.
+#include "proxy/smtp/dialogue.h"
+
+namespace smtpgate::smtp {
+
+void Dialogue::cmd_auth(const Command& cmd) {
+  if (!helo_seen_) return reply_error(replies::need_helo().wire);
+  if (facts_.authenticated) return reply_error(replies::already_authenticated().wire);
+  if (txn_.active) return reply_error(replies::in_transaction().wire);
+  Decision d = engine::auth_attempt(policy_, facts_);
+  report(d);
+  if (!d.allowed()) {
+    if (!d.enforced && d.verdict == Verdict::Ban) services_.would_ban(facts_.client, d.reason);
+    if (d.enforced) {
+      if (d.verdict == Verdict::Ban) {
+        services_.ban(facts_.client, d.reason);
+        reply(d.reply);
+        close("banned");
+        return;
+      }
+      auth_failed_locally(replies::wire(d.reply), engine::auth_refusal_counts_as_failure(d));
+      return;
+    }
+  }
+  sasl_outcome(sasl_.start(cmd.auth_mechanism, cmd.auth_initial_response));
+}
+
+void Dialogue::sasl_outcome(SaslExchange::Outcome o) {
+  switch (o.kind) {
+    case SaslExchange::Outcome::Kind::Prompt:
+      phase_ = Phase::Sasl;
+      reply(o.reply->wire);
+      return;
+    case SaslExchange::Outcome::Kind::Credentials:
+      auth_with(std::move(o.credentials));
+      return;
+    case SaslExchange::Outcome::Kind::Failed:
+      auth_failed_locally(o.reply->wire, true);
+      return;
+    case SaslExchange::Outcome::Kind::Unsupported:
+      reply_error(o.reply->wire);
+      return;
+  }
+}
+
+void Dialogue::auth_with(Credentials creds) {
+  facts_.login = creds.authcid;
+  if (backend_auth_lost_ || !io_.backend_open() ||
+      !io_.backend_auth(creds.authcid, creds.password)) {
+    reply(replies::auth_backend_unavailable().wire);
+    return;
+  }
+  replies_.add_owed(BackendCommand::Auth);
+  waiting_ = true;
+  io_.clear_deadline();
+}
+
+void Dialogue::reply_to_auth(const BackendReply& r) {
+  waiting_ = false;
+  const bool ok = r.code == 235;
+  // The backend's verdict is the session's; only explain lists it as a decision (a live
+  // session logs the auth line below instead).
+  if (report_allows_) services_.decision(engine::auth_result(policy_, facts_, ok));
+  if (ok) {
+    facts_.authenticated = true;
+    if (facts_.cls == ListenerClass::Auto) set_class(ListenerClass::Submission);
+  }
+  services_.auth(
+      facts_.login,
+      ok ? AuthOutcome::Ok : (r.transient() ? AuthOutcome::Tempfail : AuthOutcome::Failed),
+      first_line(r.raw));
+  backend_reply_arrived(ok ? std::string_view(replies::auth_ok().wire) : r.raw);
+  if (!ok && r.permanent()) count_auth_failure(r.raw);
+  command_deadline();
+}
+
+void Dialogue::auth_failed_locally(std::string_view text, bool counts) {
+  services_.auth(facts_.login, AuthOutcome::Refused, first_line(text));
+  reply(text);
+  if (counts) count_auth_failure(text);
+}
+
+void Dialogue::count_auth_failure(std::string_view sent) {
+  const uint32_t n = services_.record_auth_failure(facts_.client);
+  Decision d = engine::brute_force(policy_, facts_, n);
+  if (d.verdict != Verdict::Ban) {
+    report(d);  // an allow: how many failures are counted
+    return;
+  }
+  // The failing command already has its reply; the decision records what was sent.
+  if (sent.size() >= 4) {
+    std::string_view first = first_line(sent);
+    d.reply.code = (first[0] - '0') * 100 + (first[1] - '0') * 10 + (first[2] - '0');
+    d.reply.text = std::string(first.substr(4));
+  }
+  services_.decision(d);
+  if (!d.enforced) {
+    services_.would_ban(facts_.client, d.reason);
+    return;
+  }
+  services_.ban(facts_.client, d.reason);
+  close("banned");
+}
+
+}  // namespace smtpgate::smtp
