@@ -210,8 +210,8 @@ class AdminServer::Client final : public Connection::Handler, public Timer::Hand
   void finish() {
     if (state_ == State::Done) return;
     state_ = State::Done;
-    conn_->close();
-    timer_->close();
+    conn_.reset();
+    timer_.reset();
     server_.retire(this);
   }
 
@@ -311,8 +311,8 @@ class AdminServer::Client final : public Connection::Handler, public Timer::Hand
   }
 
   AdminServer& server_;
-  Connection* conn_ = nullptr;
-  Timer* timer_ = nullptr;
+  HandlePtr<Connection> conn_;
+  HandlePtr<Timer> timer_;
   State state_ = State::Reading;
   std::string head_;
   bool linger_ = false;
@@ -368,10 +368,7 @@ void AdminServer::close() {
     listener_ = nullptr;
   }
   while (!clients_.empty()) clients_.front()->finish();
-  if (reaper_) {
-    reaper_->close();
-    reaper_ = nullptr;
-  }
+  reaper_.reset();
   // retired_ is freed by the destructor: close() may run under a client's callback.
 }
 
@@ -384,9 +381,8 @@ void AdminServer::on_connection(uv_stream_t* server, int status) {
 void AdminServer::accept() {
   if (clients_.size() >= kMaxConnections) {
     // Accepted only to be closed, so the backlog does not fill with clients left waiting.
-    Connection* c = Connection::create(loop_, nullptr);
+    HandlePtr<Connection> c = Connection::create(loop_, nullptr);
     c->accept(reinterpret_cast<uv_stream_t*>(listener_));
-    c->close();
     return;
   }
   clients_.push_back(std::make_unique<Client>(*this));

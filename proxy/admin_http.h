@@ -90,7 +90,7 @@ class AdminServer final : public Timer::Handler {
   uint16_t port_ = 0;
   std::chrono::milliseconds request_timeout_ = kRequestTimeout;
   std::chrono::milliseconds linger_timeout_ = kLinger;
-  Timer* reaper_ = nullptr;
+  HandlePtr<Timer> reaper_;
   std::list<std::unique_ptr<Client>> clients_;
   std::vector<std::unique_ptr<Client>> retired_;
 };

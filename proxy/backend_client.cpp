@@ -164,10 +164,10 @@ void BackendClient::on_data(Connection&, std::string_view data) {
       fail("malformed reply: " + std::string(parser_.error()), true);
       return;
     }
-    Connection* c = conn_;
+    Connection* c = conn_.get();
     handle_reply(parser_.reply());
     // The handler may have failed or aborted this connection: stop reading its bytes.
-    if (conn_ != c || !conn_) return;
+    if (conn_.get() != c || !conn_) return;
     if (drop_rest_) {
       // Whatever followed the 220 in the clear is not trusted: the TLS session starts now.
       drop_rest_ = false;
@@ -292,9 +292,9 @@ void BackendClient::handle_reply(const smtp::BackendReply& r) {
   } else {
     arm_reply_timer(pending_.front());
   }
-  Connection* c = conn_;
+  Connection* c = conn_.get();
   events_->on_backend_reply(tag, r);
-  if (conn_ != c || !conn_) return;
+  if (conn_.get() != c || !conn_) return;
   release_held();
 }
 
@@ -342,9 +342,9 @@ void BackendClient::handle_auth_reply(const smtp::BackendReply& r) {
 void BackendClient::become_ready() {
   state_ = State::Ready;
   deadline_.clear();
-  Connection* c = conn_;
+  Connection* c = conn_.get();
   events_->on_backend_ready();
-  if (conn_ != c || !conn_) return;
+  if (conn_.get() != c || !conn_) return;
   release_held();
   if (conn_) conn_->flush();
 }
@@ -363,10 +363,7 @@ void BackendClient::on_timer(Timer&) {
 }
 
 void BackendClient::close_connection() {
-  if (conn_) {
-    conn_->close();
-    conn_ = nullptr;
-  }
+  conn_.reset();
   if (timer_) timer_->stop();
   deadline_.clear();
   state_ = State::Idle;
@@ -386,10 +383,7 @@ void BackendClient::fail(const std::string& why, bool protocol_error) {
 
 void BackendClient::abort() {
   close_connection();
-  if (timer_) {
-    timer_->close();
-    timer_ = nullptr;
-  }
+  timer_.reset();
 }
 
 void BackendClient::quit() {

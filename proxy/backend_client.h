@@ -131,8 +131,8 @@ class BackendClient final : public Connection::Handler, public Timer::Handler {
 
   uv_loop_t* loop_;
   Events* events_;
-  Connection* conn_ = nullptr;
-  Timer* timer_ = nullptr;
+  HandlePtr<Connection> conn_;
+  HandlePtr<Timer> timer_;
   Deadline deadline_;  // when the backend's time is up (timer_)
   State state_ = State::Idle;
   smtp::ReplyParser parser_;

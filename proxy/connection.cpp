@@ -16,12 +16,12 @@ void trim(std::string& s) {
 
 }  // namespace
 
-Connection* Connection::create(uv_loop_t* loop, Handler* handler) {
+HandlePtr<Connection> Connection::create(uv_loop_t* loop, Handler* handler) {
   auto* c = new Connection();
   uv_tcp_init(loop, &c->tcp_);
   c->tcp_.data = c;
   c->handler_ = handler;
-  return c;
+  return HandlePtr<Connection>(c);
 }
 
 int Connection::accept(uv_stream_t* server) {

@@ -4,6 +4,7 @@
 
 #include <uv.h>
 
+#include "proxy/handle_ptr.h"
 #include "proxy/tls_channel.h"
 
 #include <cstddef>
@@ -35,7 +36,7 @@ class Connection {
   };
 
   // Creates a connection whose handle is initialised on `loop`.
-  static Connection* create(uv_loop_t* loop, Handler* handler);
+  static HandlePtr<Connection> create(uv_loop_t* loop, Handler* handler);
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
@@ -62,6 +63,7 @@ class Connection {
   const TlsChannel* tls() const { return tls_.get(); }
 
   // Stops events and closes; the object deletes itself when libuv is done with the handle.
+  // Owners call it through HandlePtr (reset or destruction).
   void close();
   bool closing() const { return state_ != State::Open; }
 

@@ -4,10 +4,10 @@
 #include <cstdio>
 #include <iostream>
 
-#include "proxy/smtp/explain.h"
 #include "policy/loader.h"
 #include "proxy/admin_client.h"
 #include "proxy/gateway.h"
+#include "proxy/smtp/explain.h"
 #include "proxy/tls_files.h"
 
 namespace {

@@ -407,14 +407,8 @@ void Session::finish(std::string_view state) {
   } else {
     backend_.quit();
   }
-  if (client_) {
-    client_->close();
-    client_ = nullptr;
-  }
-  if (timer_) {
-    timer_->close();
-    timer_ = nullptr;
-  }
+  client_.reset();  // closed; no event reaches this session any more
+  timer_.reset();
   LogLine line(gw_.log(), "session_close", services_.log_prefix());
   line.str("state", state)
       .num("duration_ms", std::chrono::duration_cast<std::chrono::milliseconds>(

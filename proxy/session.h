@@ -138,8 +138,8 @@ class Session final : public Connection::Handler,
   Gateway& gw_;
   std::shared_ptr<const RuntimeConfig> config_;  // the load this session started with
   const Listener& listener_;
-  Connection* client_ = nullptr;
-  Timer* timer_ = nullptr;
+  HandlePtr<Connection> client_;
+  HandlePtr<Timer> timer_;
   BackendClient backend_;
   Endpoint peer_, local_;
   SessionServices services_;

@@ -2,12 +2,12 @@
 
 namespace smtpgate {
 
-Timer* Timer::create(uv_loop_t* loop, Handler* handler) {
+HandlePtr<Timer> Timer::create(uv_loop_t* loop, Handler* handler) {
   auto* t = new Timer();
   uv_timer_init(loop, &t->timer_);
   t->timer_.data = t;
   t->handler_ = handler;
-  return t;
+  return HandlePtr<Timer>(t);
 }
 
 void Timer::start(std::chrono::milliseconds after) {

@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstdint>
 
+#include "proxy/handle_ptr.h"
+
 namespace smtpgate {
 
 class Timer {
@@ -18,7 +20,7 @@ class Timer {
     ~Handler() = default;
   };
 
-  static Timer* create(uv_loop_t* loop, Handler* handler);
+  static HandlePtr<Timer> create(uv_loop_t* loop, Handler* handler);
   Timer(const Timer&) = delete;
   Timer& operator=(const Timer&) = delete;
 
