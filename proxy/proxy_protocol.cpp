@@ -1,5 +1,9 @@
 #include "proxy/proxy_protocol.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <array>
 #include <cstring>
 
 namespace smtpgate {
@@ -47,6 +51,22 @@ std::string proxy_v2_header(const Endpoint& src, const Endpoint& dst_in) {
   h += static_cast<char>(dst.port >> 8);
   h += static_cast<char>(dst.port & 0xff);
   return h;
+}
+
+Endpoint endpoint_of(const sockaddr_storage& ss) {
+  Endpoint e;
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    e.ip = IpAddress::v4(ntohl(a->sin_addr.s_addr));
+    e.port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    std::array<uint8_t, 16> b{};
+    std::memcpy(b.data(), &a->sin6_addr, 16);
+    e.ip = IpAddress::v6(b);  // IPv4-mapped clients become plain IPv4
+    e.port = ntohs(a->sin6_port);
+  }
+  return e;
 }
 
 }  // namespace smtpgate

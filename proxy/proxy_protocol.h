@@ -1,6 +1,8 @@
 // HAProxy PROXY protocol headers (v1 text, v2 binary) that tell the backend the client.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <string>
 
@@ -21,5 +23,7 @@ std::string proxy_v2_header(const Endpoint& src, const Endpoint& dst);
 
 // "1.2.3.4:25" or "[2001:db8::1]:25"
 std::string format_endpoint(const Endpoint& e);
+// A socket address (getpeername, getsockname); IPv4-mapped IPv6 becomes plain IPv4.
+Endpoint endpoint_of(const sockaddr_storage& ss);
 
 }  // namespace smtpgate

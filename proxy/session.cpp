@@ -3,26 +3,6 @@
 #include "proxy/gateway.h"
 
 namespace smtpgate {
-namespace {
-
-Endpoint endpoint_of(const sockaddr_storage& ss) {
-  Endpoint e;
-  if (ss.ss_family == AF_INET) {
-    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-    e.ip = IpAddress::v4(ntohl(a->sin_addr.s_addr));
-    e.port = ntohs(a->sin_port);
-  } else if (ss.ss_family == AF_INET6) {
-    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
-    std::array<uint8_t, 16> b{};
-    std::memcpy(b.data(), &a->sin6_addr, 16);
-    e.ip = IpAddress::v6(b);  // IPv4-mapped clients become plain IPv4
-    e.port = ntohs(a->sin6_port);
-  }
-  return e;
-}
-
-}  // namespace
-
 Session::Session(Gateway& gw, ListenerRuntime& lr, std::shared_ptr<const RuntimeConfig> config)
     : gw_(gw),
       config_(std::move(config)),
