@@ -356,6 +356,51 @@ TEST_CASE("data: message.size at end of data is always enforced", "[engine]") {
   CHECK(no.rule == "message.size");
 }
 
+TEST_CASE("data: a bare LF or CR ends the message with 521 and a close, even in dry-run",
+          "[engine]") {
+  auto p = load(kBase + R"(, "mode": "dry-run", "message": { "max_bytes": 100 })");
+  auto s = facts(*p, "mx", "192.0.2.1");
+  CHECK(engine::body_end(*p, s, 10, false).allowed());
+  CHECK(engine::body_end(*p, s, 101, false).rule == "message.size");
+  auto bare = engine::body_end(*p, s, 10, true);
+  CHECK(bare.blocks());
+  CHECK(bare.rule == "message.bare_newline");
+  CHECK(bare.stage == Stage::Data);
+  CHECK(bare.reply.line() == "521 5.5.2 bare <LF> received");
+  CHECK(bare.reply.close);
+}
+
+TEST_CASE("admission: connection caps, in order total, rate, per address; always enforced",
+          "[engine]") {
+  auto p = load(kBase + R"(, "mode": "dry-run",
+      "connections": { "max_total": 3, "max_per_ip": 2 })");
+  const IpAddress ip = *IpAddress::parse("192.0.2.7");
+  engine::ConnectionLoad load;
+  CHECK(engine::admit(*p, ip, load).allowed());
+  load.open_total = 2;
+  load.open_from_ip = 1;
+  CHECK(engine::admit(*p, ip, load).allowed());
+
+  load.open_from_ip = 2;
+  auto per_ip = engine::admit(*p, ip, load);
+  CHECK(per_ip.blocks());
+  CHECK(per_ip.rule == "limits.connections");
+  CHECK(per_ip.reply.line() == "421 4.7.0 too many connections, try later");
+  CHECK(per_ip.reply.close);
+  CHECK(per_ip.reason == "2 sessions open from 192.0.2.7; connections.max_per_ip is 2");
+
+  load.over_rate = true;
+  auto rate = engine::admit(*p, ip, load);
+  CHECK(rate.blocks());
+  CHECK(rate.rule == "limits.connection_rate");
+
+  load.open_total = 3;
+  auto total = engine::admit(*p, ip, load);
+  CHECK(total.blocks());
+  CHECK(total.rule == "limits.connections");
+  CHECK(total.reason == "3 sessions open; connections.max_total is 3");
+}
+
 TEST_CASE("dry-run: global mode, and a section overriding it", "[engine]") {
   auto global = load(kBase + R"(, "mode": "dry-run")");
   auto d = engine::connect(*global, facts(*global, "mx", "198.51.100.7"));
