@@ -323,11 +323,12 @@ void Dialogue::on_backend_reply(BackendCommand cmd, const BackendReply& r) {
     case BackendCommand::Rset:
       return;  // the client already had its own reply
     case BackendCommand::Mail:
-      if (!r.positive()) txn_.clear();
-      backend_reply_arrived(r.raw);
-      break;
     case BackendCommand::Rcpt:
-      if (r.positive()) ++txn_.rcpt_accepted;
+      // A reply to a command of a transaction the client has since reset changes nothing.
+      if (txn_.active && replies_.next_owed_txn() == txn_number_) {
+        if (cmd == BackendCommand::Mail && !r.positive()) txn_.clear();
+        if (cmd == BackendCommand::Rcpt && r.positive()) ++txn_.rcpt_accepted;
+      }
       backend_reply_arrived(r.raw);
       break;
     case BackendCommand::Data:

@@ -273,6 +273,9 @@ class Dialogue {
   ReplyQueue replies_;
   SaslExchange sasl_;
   Transaction txn_;
+  // Numbers the transactions: a MAIL or RCPT reply counts only for the transaction its
+  // command belonged to (a client may RSET and start another before the replies arrive).
+  uint32_t txn_number_ = 0;
   Sent sent_;
   // The backend failed during the body and the client has its 4xx already: the rest of the
   // body is dropped and its end gets no second reply (after a 421 the session closes there).

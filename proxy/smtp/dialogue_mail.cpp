@@ -26,7 +26,7 @@ void Dialogue::cmd_mail(const Command& cmd, std::string_view line) {
   txn_.active = true;
   txn_.smtputf8 = smtputf8;
   txn_.sender = std::move(*sender);
-  replies_.add_owed(BackendCommand::Mail);
+  replies_.add_owed(BackendCommand::Mail, false, ++txn_number_);
   // SPEC §3: AUTH= is never forwarded; the backend knows the login from the session's AUTH.
   std::string without_auth;
   io_.backend_send(BackendCommand::Mail,
@@ -46,7 +46,7 @@ void Dialogue::cmd_rcpt(const Command& cmd, std::string_view line) {
   if (apply(engine::rcpt(policy_, facts_, txn_.sender, *rcpt, c))) return;
   if (txn_.rcpt_forwarded == 0) rcpt->append_address(txn_.first_rcpt);
   ++txn_.rcpt_forwarded;
-  replies_.add_owed(BackendCommand::Rcpt);
+  replies_.add_owed(BackendCommand::Rcpt, false, txn_number_);
   io_.backend_send(BackendCommand::Rcpt, line, true);
 }
 

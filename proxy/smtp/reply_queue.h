@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,11 +37,21 @@ class ReplyQueue {
   }
 
   // A reply the backend owes for `cmd`. `sync`: DATA's (the client waits for the 354).
-  void add_owed(BackendCommand cmd, bool sync = false) {
+  // `txn`: the caller's number for the mail transaction the command belongs to.
+  void add_owed(BackendCommand cmd, bool sync = false, uint32_t txn = 0) {
     Slot s;
     s.cmd = cmd;
     s.sync = sync;
+    s.txn = txn;
     slots_.push_back(std::move(s));
+  }
+
+  // The transaction number of the oldest reply still owed (the one the backend's next
+  // reply answers), or 0 when none is owed.
+  uint32_t next_owed_txn() const {
+    for (size_t i = head_; i < slots_.size(); ++i)
+      if (!slots_[i].ready) return slots_[i].txn;
+    return 0;
   }
 
   // The backend's reply for the oldest slot still owed: true when that slot is the first in
@@ -104,6 +115,7 @@ class ReplyQueue {
     bool ready = false;
     bool sync = false;
     BackendCommand cmd = BackendCommand::Mail;
+    uint32_t txn = 0;
   };
   void compact() {
     if (head_ == slots_.size()) clear();  // keeps the vector's buffer for the next group

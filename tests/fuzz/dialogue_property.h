@@ -175,8 +175,10 @@ class DialogueHarness final : public smtp::DialogueIo, public smtp::DialogueServ
   uint32_t failures_ = 0;
 };
 
-// Runs one session from the bytes; "" when every property held.
-inline std::string check_dialogue_bytes(const uint8_t* data, size_t size) {
+// Runs one session from the bytes; "" when every property held. `trace`, if given, gets
+// one line per event (to read a finding).
+inline std::string check_dialogue_bytes(const uint8_t* data, size_t size,
+                                        std::string* trace = nullptr) {
   static const char* const kAddresses[] = {"a@example.com",
                                            "c@EXAMPLE.COM",
                                            "d@sub.example.net",
@@ -276,6 +278,7 @@ inline std::string check_dialogue_bytes(const uint8_t* data, size_t size) {
             for (size_t i = 0; i < n && at < size; ++i) line.push_back(static_cast<char>(next()));
           }
         }
+        if (trace) *trace += "client: " + line + (more ? " (more)\n" : "\n");
         if (!d.on_client_input()) break;
         d.on_line(line, more);
         break;
@@ -289,6 +292,7 @@ inline std::string check_dialogue_bytes(const uint8_t* data, size_t size) {
         h.owed.pop_front();
         h.delivered(o, code);
         const std::string raw = std::to_string(code) + " 4.0.0 fuzz\r\n";
+        if (trace) *trace += "backend: " + raw;
         smtp::BackendReply r;
         r.code = code;
         r.raw = raw;
@@ -297,6 +301,7 @@ inline std::string check_dialogue_bytes(const uint8_t* data, size_t size) {
       }
       case 6:
         if (!d.in_body()) break;
+        if (trace) *trace += "body ends\n";
         if (next() % 4 == 0) {
           d.on_body_end(smtp::BodyFilter::Status::BareNewline, next());
         } else {
@@ -306,6 +311,7 @@ inline std::string check_dialogue_bytes(const uint8_t* data, size_t size) {
         }
         break;
       case 7:
+        if (trace) *trace += "backend fails\n";
         h.drop_backend();
         d.on_backend_failed(next() % 2 == 0);
         break;
@@ -318,6 +324,7 @@ inline std::string check_dialogue_bytes(const uint8_t* data, size_t size) {
         break;
       default:
         if (next() % 8 == 0) {
+          if (trace) *trace += "timeout\n";
           d.on_timeout();
         } else if (next() % 8 == 0) {
           d.drain();

@@ -1571,3 +1571,34 @@ TEST_CASE("dialogue: AUTH on an mx listener with mx.auth ban bans at once", "[di
   CHECK(h.services.bans.size() == 1);
   CHECK(h.io.closed == "banned");
 }
+
+TEST_CASE("dialogue: replies to a transaction the client reset count for nothing", "[dialogue]") {
+  // Found by the dialogue fuzz target: a RCPT's 250 arriving after RSET counted as an
+  // accepted recipient of the next transaction, whose DATA then went to the backend with
+  // no recipient at all.
+  SECTION("a late RCPT 250 does not let the next transaction's DATA through") {
+    Harness h;
+    h.connect();
+    h.ehlo();
+    CHECK(h.send("MAIL FROM:<sender@example.org>\r\nRCPT TO:<u1@example.com>\r\nRSET\r\n") == "");
+    CHECK(h.backend(BackendCommand::Mail, kMailOk) == kMailOk);
+    CHECK(h.backend(BackendCommand::Rcpt, kRcptOk) == kRcptOk + kOk);
+    CHECK(h.send("MAIL FROM:<sender@example.org>\r\n") == "");
+    CHECK(h.backend(BackendCommand::Mail, kMailOk) == kMailOk);
+    CHECK(h.send("DATA\r\n") == "503 5.5.1 Error: need RCPT command\r\n");
+    CHECK(h.last_sent() != "DATA\r\n");
+  }
+  SECTION("a late MAIL refusal does not end the next transaction") {
+    Harness h;
+    h.connect();
+    h.ehlo();
+    CHECK(h.send("MAIL FROM:<sender@example.org>\r\nRSET\r\nMAIL FROM:<other@example.org>\r\n"
+                 "RCPT TO:<u1@example.com>\r\n") == "");
+    const std::string refused = "451 4.3.0 try later\r\n";
+    CHECK(h.backend(BackendCommand::Mail, refused) == refused + kOk);
+    CHECK(h.backend(BackendCommand::Mail, kMailOk) == kMailOk);
+    CHECK(h.backend(BackendCommand::Rcpt, kRcptOk) == kRcptOk);
+    CHECK(h.send("DATA\r\n") == "");
+    CHECK(h.last_sent() == "DATA\r\n");
+  }
+}
