@@ -40,6 +40,24 @@ void clear_host_bits(std::array<uint8_t, 16>& bytes, unsigned prefix, unsigned w
   }
 }
 
+std::string format_v6(const std::array<uint8_t, 16>& b);
+
+Result<Cidr> host_bits_set(std::string_view text, std::string_view addr_text,
+                           const std::array<uint8_t, 16>& masked, unsigned prefix, unsigned width) {
+  std::string network;
+  if (width == 32) {
+    network = IpAddress::v4(static_cast<uint32_t>(masked[0]) << 24 |
+                            static_cast<uint32_t>(masked[1]) << 16 |
+                            static_cast<uint32_t>(masked[2]) << 8 | masked[3])
+                  .to_string();
+  } else {
+    network = format_v6(masked);
+  }
+  return Result<Cidr>::fail(quoted(text) + " has host bits set; did you mean " +
+                            quoted(network + "/" + std::to_string(prefix)) + " or " +
+                            quoted(std::string(addr_text) + "/" + std::to_string(width)) + "?");
+}
+
 // RFC 5952: lower-case hex, no leading zeros, the longest run (first on a tie) of two or
 // more zero groups becomes "::". No mixed IPv4 notation: mapped addresses are stored as IPv4.
 std::string format_v6(const std::array<uint8_t, 16>& b) {
@@ -145,7 +163,7 @@ std::string IpAddress::to_string() const {
   return out;
 }
 
-Result<Cidr> Cidr::parse(std::string_view text) {
+Result<Cidr> Cidr::parse(std::string_view text, bool mask_host_bits) {
   auto not_an_address = [&] {
     return Result<Cidr>::fail(quoted(text) + " is not an IP address or CIDR");
   };
@@ -167,7 +185,9 @@ Result<Cidr> Cidr::parse(std::string_view text) {
     if (p > 32) {
       return prefix_out_of_range(text, p, "IPv4");
     }
+    const auto given = *b;
     clear_host_bits(*b, p, 32);
+    if (*b != given && !mask_host_bits) return host_bits_set(text, addr_text, *b, p, 32);
     const auto& v = *b;
     Cidr c;
     c.address =
@@ -183,7 +203,9 @@ Result<Cidr> Cidr::parse(std::string_view text) {
   if (p > 128) {
     return prefix_out_of_range(text, p, "IPv6");
   }
+  const auto given = *b;
   clear_host_bits(*b, p, 128);
+  if (*b != given && !mask_host_bits) return host_bits_set(text, addr_text, *b, p, 128);
   Cidr c;
   c.address = IpAddress::v6(*b);
   if (c.address.is_v4()) {

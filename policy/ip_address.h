@@ -37,14 +37,16 @@ class IpAddress {
   std::array<uint8_t, 16> bytes_{};
 };
 
-// An address with a prefix length; host bits are cleared at parse time.
+// An address with a prefix length.
 struct Cidr {
   IpAddress address;
   uint8_t prefix = 0;  // 0..32 for IPv4, 0..128 for IPv6
 
   // "192.0.2.0/24", "2001:db8::/32", or a bare address (full-length prefix).
   // An IPv4-mapped IPv6 prefix (::ffff:0:0/96 or longer) becomes the IPv4 prefix.
-  static Result<Cidr> parse(std::string_view text);
+  // Host bits set ("127.0.0.10/24") are an error naming both readings, so a typo cannot
+  // widen a list; `mask_host_bits` clears them instead.
+  static Result<Cidr> parse(std::string_view text, bool mask_host_bits = false);
   bool contains(const IpAddress& ip) const;
   std::string to_string() const;
 

@@ -556,7 +556,9 @@ class Loader {
   void parse_backend(const json& v, const std::string& p);
   void parse_log(const json& v, const std::string& p);
   void parse_admin(const json& v, const std::string& p);
-  void check_state_file(const std::string& path, const std::string& p);
+  // A file the gateway writes (`what`: "state file", "log file"): its directory exists
+  // and is writable, and the file, if present, is a regular file it can write.
+  void check_written_file(const std::string& path, const std::string& p, std::string_view what);
   void check_require_tls(const json& root);
   void check_tls_files();
 
@@ -1113,16 +1115,18 @@ void Loader::parse_brute_force(const json& v, const std::string& p) {
     add_entries(*it, child(p, "never_ban"), bf.never_ban, Access::Allow);
   }
   if (read(v, p, "state_file", bf.state_file, [&](auto& x, auto& q) { return as_string(x, q); })) {
-    if (options_.check_files) check_state_file(bf.state_file, child(p, "state_file"));
+    if (options_.check_files)
+      check_written_file(bf.state_file, child(p, "state_file"), "state file");
   }
 }
 
-void Loader::check_state_file(const std::string& path, const std::string& p) {
+void Loader::check_written_file(const std::string& path, const std::string& p,
+                                std::string_view what) {
   size_t slash = path.rfind('/');
   std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0) {
-    error(p, "directory " + quote(dir) + " of the state file: " +
+    error(p, "directory " + quote(dir) + " of the " + std::string(what) + ": " +
                  std::error_code(errno, std::generic_category()).message());
     return;
   }
@@ -1130,18 +1134,21 @@ void Loader::check_state_file(const std::string& path, const std::string& p) {
     error(p, quote(dir) + " is not a directory");
     return;
   }
-  // The file is replaced by rename, so the directory must be writable.
+  // The state file is replaced by rename, and a log file may be created: the directory
+  // must be writable.
   if (::access(dir.c_str(), W_OK | X_OK) != 0) {
-    error(p, "directory " + quote(dir) + " of the state file is not writable: " +
-                 std::error_code(errno, std::generic_category()).message());
+    error(p, "directory " + quote(dir) + " of the " + std::string(what) +
+                 " is not writable: " + std::error_code(errno, std::generic_category()).message());
     return;
   }
   if (::stat(path.c_str(), &st) == 0) {
-    if (!S_ISREG(st.st_mode)) {
+    // A log may be a pipe or a device (a FIFO to a log shipper); the state file is read back.
+    const bool state = what == "state file";
+    if (state && !S_ISREG(st.st_mode)) {
       error(p, quote(path) + " is not a regular file");
-    } else if (::access(path.c_str(), R_OK | W_OK) != 0) {
-      error(p, "cannot read and write " + quote(path) + ": " +
-                   std::error_code(errno, std::generic_category()).message());
+    } else if (::access(path.c_str(), state ? R_OK | W_OK : W_OK) != 0) {
+      error(p, std::string(state ? "cannot read and write " : "cannot write ") + quote(path) +
+                   ": " + std::error_code(errno, std::generic_category()).message());
     }
   }
 }
@@ -1219,7 +1226,10 @@ void Loader::parse_log(const json& v, const std::string& p) {
   read(v, p, "format", log.format, [&](auto& x, auto& q) {
     return as_enum<LogFormat>(x, q, {{"json", LogFormat::Json}, {"text", LogFormat::Text}});
   });
-  read(v, p, "path", log.path, [&](auto& x, auto& q) { return as_string(x, q); });
+  if (read(v, p, "path", log.path, [&](auto& x, auto& q) { return as_string(x, q); }) &&
+      options_.check_files && log.path != "-")
+    // `check` passing and `run` then failing to open its log is a restart loop under systemd.
+    check_written_file(log.path, child(p, "path"), "log file");
 }
 
 void Loader::parse_admin(const json& v, const std::string& p) {

@@ -13,7 +13,7 @@ using smtpgate::IpAddress;
 namespace {
 
 Cidr C(const char* text) {
-  auto c = Cidr::parse(text);
+  auto c = Cidr::parse(text, true);
   INFO(text << ": " << c.error());
   REQUIRE(c);
   return *c;
@@ -334,7 +334,7 @@ TEST_CASE("AddressSet: randomized cross-check against a brute-force reference", 
   for (int i = 0; i < kEntries; ++i) {
     bool v6 = uniform(0, 4) == 0;
     IpAddress ip = v6 ? random_v6() : random_v4();
-    auto c = Cidr::parse(ip.to_string() + "/" + std::to_string(random_prefix(v6)));
+    auto c = Cidr::parse(ip.to_string() + "/" + std::to_string(random_prefix(v6)), true);
     REQUIRE(c);
     if (c->address.is_v6() != v6) continue;  // a random IPv6 prefix that landed in ::ffff:0:0/96
     Access access = uniform(0, 1) ? Access::Allow : Access::Deny;

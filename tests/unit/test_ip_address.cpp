@@ -13,8 +13,9 @@ std::string canon(const char* text) {
   return ip->to_string();
 }
 
+// With host bits masked (a policy file's entries must not have any: see the next test).
 std::string cidr(const char* text) {
-  auto c = Cidr::parse(text);
+  auto c = Cidr::parse(text, true);
   INFO(c.error());
   REQUIRE(c);
   return c->to_string();
@@ -129,11 +130,24 @@ TEST_CASE("Cidr::parse", "[ip][cidr]") {
   CHECK(cidr("::1/128") == "::1/128");
   CHECK(cidr("10.0.0.0/08") == "10.0.0.0/8");
 
-  auto c = Cidr::parse("192.0.2.77/24");
+  auto c = Cidr::parse("192.0.2.77/24", true);
   REQUIRE(c);
   CHECK(c->prefix == 24);
   CHECK(c->address.is_v4());
   CHECK(c->address.to_string() == "192.0.2.0");
+}
+
+TEST_CASE("Cidr::parse: host bits set are an error naming both readings", "[ip][cidr]") {
+  CHECK(cidr_error("127.0.0.10/24") ==
+        "\"127.0.0.10/24\" has host bits set; did you mean \"127.0.0.0/24\" or "
+        "\"127.0.0.10/32\"?");
+  CHECK(cidr_error("2001:db8::1/64") ==
+        "\"2001:db8::1/64\" has host bits set; did you mean \"2001:db8::/64\" or "
+        "\"2001:db8::1/128\"?");
+  CHECK(cidr_error("255.255.255.255/0").find("\"0.0.0.0/0\"") != std::string::npos);
+  CHECK(Cidr::parse("127.0.0.0/24"));
+  CHECK(Cidr::parse("127.0.0.10"));
+  CHECK(Cidr::parse("2001:db8::/64"));
 }
 
 TEST_CASE("Cidr::parse maps ::ffff:0:0/96 prefixes to IPv4", "[ip][cidr]") {

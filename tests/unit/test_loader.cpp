@@ -381,6 +381,21 @@ TEST_CASE("loader: bad addresses and CIDR prefixes", "[loader]") {
   CHECK(e.pointer == "/lists/x/0");
 }
 
+TEST_CASE("loader: host bits set are an error everywhere an address list is read", "[loader]") {
+  const std::string why =
+      "\"127.0.0.10/24\" has host bits set; did you mean \"127.0.0.0/24\" or \"127.0.0.10/32\"?";
+  auto e = only_error(with(R"("mx": {"access": {"deny": ["127.0.0.10/24"]}})"));
+  CHECK(e.pointer == "/mx/access/deny/0");
+  CHECK(e.message == why);
+  // never_ban: the whole /24 would never be banned.
+  e = only_error(with(R"("brute_force": {"never_ban": ["127.0.0.10/24"]})"));
+  CHECK(e.pointer == "/brute_force/never_ban/0");
+  CHECK(e.message == why);
+  e = only_error(with(R"("lists": {"x": ["127.0.0.10/24"]})"));
+  CHECK(e.pointer == "/lists/x/0");
+  CHECK(load(with(R"("lists": {"x": ["127.0.0.0/24", "127.0.0.10"]})")).ok());
+}
+
 TEST_CASE("loader: listen and backend addresses", "[loader]") {
   auto listen = [](const std::string& addr) {
     return load(R"({"version": 1, "hostname": "h.example", "listeners": [
@@ -818,6 +833,21 @@ TEST_CASE("loader: files named by the policy", "[loader]") {
     CHECK(contains(e.message, "No such file or directory"));
     e = only_error(state(cert + "/bans.json"), files);
     CHECK(contains(e.message, "is not a directory"));
+  }
+  SECTION("log file directory") {
+    auto log = [&](const std::string& path) {
+      return with(R"("log": { "format": "json", "path": ")" + path + R"(" })");
+    };
+    auto r = load(log(dir.path() + "/gw.log"), files);
+    INFO(all_errors(r));
+    REQUIRE(r.ok());
+    CHECK(load(log("-"), files).ok());
+    auto e = only_error(log(dir.path() + "/nodir/gw.log"), files);
+    CHECK(e.pointer == "/log/path");
+    CHECK(e.message ==
+          "directory \"" + dir.path() + "/nodir\" of the log file: No such file or directory");
+    // Not checked without check_files (run's reload still reads the file as given).
+    CHECK(load(log(dir.path() + "/nodir/gw.log")).ok());
   }
   SECTION("backend CA bundle") {
     auto e = only_error(R"({"version": 1, "hostname": "h.example",
