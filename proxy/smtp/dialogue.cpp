@@ -475,7 +475,9 @@ void Dialogue::set_class(ListenerClass c) {
 // ---------------------------------------------------------------- end
 
 void Dialogue::on_timeout() {
-  // Replies still owed by the backend are dropped: the session is over.
+  // Replies still owed by the backend are dropped: the session is over, and a transaction
+  // under way is abandoned at the backend (a 354 arriving now must not start a body).
+  if (transaction_open() || !replies_.empty()) io_.backend_abort();
   replies_.clear();
   has_held_ = false;
   waiting_ = false;

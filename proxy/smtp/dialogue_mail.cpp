@@ -70,7 +70,7 @@ void Dialogue::cmd_data() {
 
 void Dialogue::reply_to_data(const BackendReply& r) {
   waiting_ = false;
-  if (r.code == 354) {
+  if (r.code == 354 && phase_ != Phase::Closing) {
     phase_ = Phase::Body;
     body_answered_ = false;
     close_after_body_ = false;

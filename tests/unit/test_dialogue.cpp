@@ -788,6 +788,24 @@ TEST_CASE("dialogue: the idle timeout gets 421 4.4.2 and the close", "[dialogue]
     h.d->on_timeout();
     CHECK(h.io.take() == "421 4.4.2 mx.example.com timeout\r\n");
     CHECK(h.io.closed == "timeout");
+    CHECK(h.io.backend_aborts == 1);
+  }
+  SECTION("a DATA waiting for its 354 is abandoned at the backend, and a late 354 starts no body") {
+    // Found by the dialogue fuzz target: the 354 arriving after the timeout's 421 started the
+    // body, and held input could then complete a message the client was told had failed.
+    Harness h;
+    h.connect();
+    h.ehlo();
+    CHECK(h.send("MAIL FROM:<sender@example.org>\r\nRCPT TO:<u1@example.com>\r\n") == "");
+    CHECK(h.backend(BackendCommand::Mail, kMailOk) == kMailOk);
+    CHECK(h.backend(BackendCommand::Rcpt, kRcptOk) == kRcptOk);
+    CHECK(h.send("DATA\r\n") == "");
+    h.d->on_timeout();
+    CHECK(h.io.take() == "421 4.4.2 mx.example.com timeout\r\n");
+    CHECK(h.io.backend_aborts == 1);
+    h.d->on_backend_reply(BackendCommand::Data, BackendReply{354, kGoAhead, {}});
+    CHECK_FALSE(h.d->in_body());
+    CHECK(h.io.take() == "");
   }
 }
 
