@@ -101,7 +101,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; a bad command line exits 1, as the README documents (not
+    // CLI11's own codes, such as 106 for a missing -c).
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 1;
   }
 
   if (*run) {

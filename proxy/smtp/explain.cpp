@@ -92,6 +92,9 @@ Result<ExplainResult> explain(const Policy& policy, const ExplainInput& in) {
   }
   if (in.tls && listener->tls == TlsMode::None)
     return Result<ExplainResult>::fail("--tls: listener " + listener->name + " has no TLS");
+  if (!in.mail_from && !in.rcpts.empty())
+    return Result<ExplainResult>::fail(
+        "--rcpt needs --mail-from (a session names its sender first; \"<>\" for a bounce)");
   std::optional<MailPath> sender;
   if (in.mail_from) {
     auto s = parse_arg_path(*in.mail_from);

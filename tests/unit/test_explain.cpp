@@ -120,4 +120,10 @@ TEST_CASE("explain: bad arguments are errors, not verdicts", "[explain]") {
   in.listener = "mx";
   in.mail_from = "not an address";
   CHECK_FALSE(explain(*p, in));
+  // A recipient without a sender was once dropped silently with "accepted".
+  in.mail_from.reset();
+  in.rcpts = {"x@gmail.example"};
+  auto r = explain(*p, in);
+  REQUIRE_FALSE(r);
+  CHECK(r.error() == "--rcpt needs --mail-from (a session names its sender first; \"<>\" for a bounce)");
 }
