@@ -148,7 +148,17 @@ void Dialogue::reply_to_data_end(const BackendReply& r) {
   services_.message(sent_.sender, sent_.size, sent_.recipients, r.raw, delivered);
   backend_reply_arrived(r.raw);
   if (draining_) {
-    // Shutting down: the message in flight is done, no new one starts here.
+    // Shutting down: the message in flight is done, no new one starts here. Commands the
+    // client pipelined after the dot are dropped with the backend connection (their replies
+    // would never come); the client hears the 421 after the dot's reply.
+    flush_replies();
+    if (!replies_.empty() || txn_.active || has_held_) {
+      io_.backend_abort();
+      replies_.clear();
+      has_held_ = false;
+      waiting_ = false;
+      txn_.clear();
+    }
     reply(replies::shutting_down().wire);
     close("drained");
   }

@@ -78,7 +78,9 @@ class DialogueHarness final : public smtp::DialogueIo, public smtp::DialogueServ
   }
 
   // DialogueIo
-  void write(std::string_view) override {}
+  void write(std::string_view bytes) override {
+    if (trace) *trace += "  to client: " + std::string(bytes);
+  }
   size_t peek_client(char*, size_t) override { return 0; }
   bool backend_open() override {
     if (!backend_up_ && !backend_refuses_) backend_up_ = true;
@@ -86,6 +88,7 @@ class DialogueHarness final : public smtp::DialogueIo, public smtp::DialogueServ
   }
   bool backend_idle() const override { return !backend_up_; }
   void backend_send(smtp::BackendCommand cmd, std::string_view line, bool) override {
+    if (trace) *trace += "  to backend: " + std::string(line) + "\n";
     if (closed && cmd != smtp::BackendCommand::Rset) fail("command sent after the close");
     const bool authenticated = dialogue && dialogue->facts().authenticated;
     switch (cmd) {
@@ -126,7 +129,11 @@ class DialogueHarness final : public smtp::DialogueIo, public smtp::DialogueServ
   void start_tls() override { tls_requested = true; }
   void set_deadline(std::chrono::milliseconds) override {}
   void clear_deadline() override {}
-  void close_after_output(std::string_view) override { closed = true; }
+  void close_after_output(std::string_view state) override {
+    closed = true;
+    if (trace) *trace += "  close: " + std::string(state) + "\n";
+  }
+  std::string* trace = nullptr;
 
   // DialogueServices
   uint64_t now_ms() override { return 0; }
@@ -212,6 +219,7 @@ inline std::string check_dialogue_bytes(const uint8_t* data, size_t size,
   setup.session_id = "fuzz";
   smtp::Dialogue d(setup, h, h);
   h.dialogue = &d;
+  h.trace = trace;
   d.open(nullptr);
 
   int sasl_answers = 0;
@@ -301,10 +309,11 @@ inline std::string check_dialogue_bytes(const uint8_t* data, size_t size,
       }
       case 6:
         if (!d.in_body()) break;
-        if (trace) *trace += "body ends\n";
         if (next() % 4 == 0) {
+          if (trace) *trace += "body ends at a bare LF\n";
           d.on_body_end(smtp::BodyFilter::Status::BareNewline, next());
         } else {
+          if (trace) *trace += "body ends\n";
           h.body_ended = true;
           d.on_body_end(smtp::BodyFilter::Status::End, next() * 1000u);
           h.body_ended = false;
@@ -327,6 +336,7 @@ inline std::string check_dialogue_bytes(const uint8_t* data, size_t size,
           if (trace) *trace += "timeout\n";
           d.on_timeout();
         } else if (next() % 8 == 0) {
+          if (trace) *trace += "drain\n";
           d.drain();
         }
         break;

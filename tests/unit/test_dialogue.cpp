@@ -833,6 +833,24 @@ TEST_CASE("dialogue: a graceful stop", "[dialogue]") {
           kQueued + "421 4.3.2 Service shutting down, closing connection\r\n");
     CHECK(h.io.closed == "drained");
   }
+  SECTION("a transaction pipelined after the dot does not start") {
+    // Found by the dialogue fuzz target: a DATA pipelined behind the next MAIL and RCPT
+    // went to the backend after the session had said 421 and closed.
+    Harness h;
+    h.connect();
+    h.ehlo();
+    start_body(h);
+    h.d->drain();
+    CHECK(h.body_end(BodyFilter::Status::End, 10) == "");
+    CHECK(h.send("MAIL FROM:<sender@example.org>\r\nRCPT TO:<u2@example.com>\r\n") == "");
+    CHECK(h.send("DATA\r\n") == "");
+    const size_t sent = h.io.backend.size();
+    CHECK(h.backend(BackendCommand::DataEnd, kQueued) ==
+          kQueued + "421 4.3.2 Service shutting down, closing connection\r\n");
+    CHECK(h.io.closed == "drained");
+    CHECK(h.io.backend_aborts == 1);
+    CHECK(h.io.backend.size() == sent);  // no DATA after the 421
+  }
 }
 
 // ================================================================ the backend
