@@ -93,9 +93,20 @@ bool sender_owned(const Policy& p, std::string_view login, const MailPath& sende
   auto it = sub.senders.find(ascii_lower(login));
   if (it != sub.senders.end()) {
     for (const auto& entry : it->second) {
-      bool match = entry.starts_with('@')
-                       ? iequals(std::string_view(entry).substr(1), sender.domain)
-                       : iequals(entry, address);
+      const std::string_view e = entry;
+      bool match;
+      if (e == "*") {
+        match = true;  // any sender for this login
+      } else if (e.starts_with("@*.")) {
+        // Any subdomain, not the apex: "@*.customers.example" takes a.customers.example.
+        const std::string_view parent = e.substr(2);  // ".customers.example"
+        const std::string_view d = sender.domain;
+        match = d.size() > parent.size() && iequals(d.substr(d.size() - parent.size()), parent);
+      } else if (e.starts_with('@')) {
+        match = iequals(e.substr(1), sender.domain);
+      } else {
+        match = iequals(e, address);
+      }
       if (match) {
         *how = "sender listed in submission.senders as " + entry;
         return true;

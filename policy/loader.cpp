@@ -76,7 +76,7 @@ const std::vector<Section>& schema() {
       {"connections", {"max_total", "max_per_ip", "rate_per_ip"}},
       {"timeouts",
        {"command", "data", "backend_connect", "backend_reply", "backend_data_done", "drain"}},
-      {"message", {"max_bytes", "bare_newline", "received_header"}},
+      {"message", {"max_bytes", "bare_newline", "received_header", "received_auth"}},
       {"backend", {"address", "tls", "client_ip", "ca", "verify", "server_name"}},
       {"log", {"format", "path"}},
       {"admin", {"listen", "allow_remote"}},
@@ -1054,7 +1054,7 @@ void Loader::parse_senders(const json& v, const std::string& p) {
       continue;
     }
     if (!list.is_array()) {
-      type_error(list, q, "an array of addresses or \"@domain\"");
+      type_error(list, q, "an array of addresses, \"@domain\", \"@*.domain\" or \"*\"");
       continue;
     }
     std::vector<std::string> entries;
@@ -1062,8 +1062,16 @@ void Loader::parse_senders(const json& v, const std::string& p) {
       const std::string e = child(q, i);
       auto s = as_string(list[i], e);
       if (!s) continue;
+      if (*s == "*") {  // any sender for this login
+        entries.push_back(*s);
+        continue;
+      }
       size_t at = s->rfind('@');
-      bool ok = at != std::string::npos && is_domain(std::string_view(*s).substr(at + 1));
+      std::string_view domain =
+          at == std::string::npos ? std::string_view{} : std::string_view(*s).substr(at + 1);
+      // "@*.domain": any subdomain (only as a whole entry, never with a local part).
+      if (at == 0 && domain.starts_with("*.")) domain.remove_prefix(2);
+      bool ok = at != std::string::npos && is_domain(domain);
       if (ok && at > 0) {
         // A local part: printable, no spaces (quoted local parts are not worth supporting).
         ok = std::none_of(s->begin(), s->begin() + static_cast<std::ptrdiff_t>(at), [](char c) {
@@ -1071,7 +1079,7 @@ void Loader::parse_senders(const json& v, const std::string& p) {
         });
       }
       if (!ok) {
-        error(e, quote(*s) + " is not an address or \"@domain\"");
+        error(e, quote(*s) + " is not an address, \"@domain\", \"@*.domain\" or \"*\"");
         continue;
       }
       entries.push_back(ascii_lower(*s));
@@ -1184,6 +1192,7 @@ void Loader::parse_message(const json& v, const std::string& p) {
         x, q, {{"reject", BareNewline::Reject}, {"normalize", BareNewline::Normalize}});
   });
   read(v, p, "received_header", m.received_header, [&](auto& x, auto& q) { return as_bool(x, q); });
+  read(v, p, "received_auth", m.received_auth, [&](auto& x, auto& q) { return as_bool(x, q); });
 }
 
 void Loader::parse_backend(const json& v, const std::string& p) {

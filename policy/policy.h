@@ -93,6 +93,9 @@ struct MessagePolicy {
   uint64_t max_bytes = 52428800;
   BareNewline bare_newline = BareNewline::Reject;
   bool received_header = true;
+  // The Received: header names the login ("authenticated as ..."): off by default, like
+  // Postfix's smtpd_sasl_authenticated_header; ESMTPA still says that the client logged in.
+  bool received_auth = false;
 };
 
 struct TlsSettings {

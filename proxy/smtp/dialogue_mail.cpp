@@ -95,7 +95,7 @@ std::string Dialogue::received_header() {
   h.session_id = session_id_;
   h.message_number = messages_ + 1;
   h.listener = listener_.name;
-  h.login = facts_.login;
+  if (policy_.message.received_auth) h.login = facts_.login;  // SPEC §4
   h.tls_version = tls_version_;
   h.tls_cipher = tls_cipher_;
   if (txn_.rcpt_accepted == 1) h.recipient = txn_.first_rcpt;

@@ -52,7 +52,7 @@ void append_received_header(std::string& h, const ReceivedHeader& r) {
   h.append(num, end);
   h += "\r\n\t(listener ";
   h += r.listener;
-  if (r.authenticated) {
+  if (r.authenticated && !r.login.empty()) {
     h += ", authenticated as ";
     append_header_safe(h, r.login);
   }

@@ -22,7 +22,7 @@ struct ReceivedHeader {
   std::string_view session_id;
   uint32_t message_number = 1;  // within the session
   std::string_view listener;
-  std::string_view login;  // named only when authenticated
+  std::string_view login;  // named only when authenticated and not empty
   std::string_view tls_version, tls_cipher;
   std::string_view recipient;  // the one recipient, or empty ("for" is left out)
 };

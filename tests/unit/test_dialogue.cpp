@@ -1638,3 +1638,24 @@ TEST_CASE("dialogue: replies to a transaction the client reset count for nothing
     CHECK(h.last_sent() == "DATA\r\n");
   }
 }
+
+TEST_CASE("dialogue: the Received header names the login only with message.received_auth",
+          "[dialogue]") {
+  for (const bool named : {false, true}) {
+    Options o("submission");
+    o.parts.message =
+        named ? R"({ "max_bytes": 1000, "received_auth": true })" : R"({ "max_bytes": 1000 })";
+    Harness h(o);
+    h.connect();
+    h.ehlo();
+    CHECK(auth_plain(h, "cms@example.com", "pw", "235 2.7.0 ok\r\n") == kAuthOk);
+    start_body(h, "cms@example.com");
+    REQUIRE(h.io.body_prefixes.size() == 1);
+    const std::string& prefix = h.io.body_prefixes[0];
+    INFO(prefix);
+    CHECK(prefix.find("with ESMTPA id s1.1") != std::string::npos);  // the login step, always
+    CHECK((prefix.find("(listener submission, authenticated as cms@example.com)") !=
+           std::string::npos) == named);
+    if (!named) CHECK(prefix.find("cms@example.com") == std::string::npos);
+  }
+}

@@ -217,6 +217,27 @@ TEST_CASE("mail: submission.auth_match address, domain, none and senders", "[eng
   CHECK(engine::mail(*pn, sn, path("anyone@anywhere.test"), 0, {}).allowed());
 }
 
+TEST_CASE("mail: senders wildcards, @*.domain and *, name the entry that matched", "[engine]") {
+  auto p = load(R"(, "submission": { "require_tls": false,
+      "senders": { "cms@example.com": ["@*.customers.example"], "relay@example.com": ["*"] } })");
+  auto s = facts(*p, "sub", "203.0.113.10");
+  s.allow_reasons = true;
+  s.authenticated = true;
+  s.login = "cms@example.com";
+  auto a = engine::mail(*p, s, path("billing@a.customers.example"), 0, {});
+  CHECK(a.allowed());
+  CHECK(a.reason ==
+        "login cms@example.com: sender listed in submission.senders as "
+        "@*.customers.example");
+  CHECK(engine::mail(*p, s, path("x@deep.B.Customers.Example"), 0, {}).allowed());
+  CHECK(engine::mail(*p, s, path("x@customers.example"), 0, {}).blocks());  // not the apex
+  CHECK(engine::mail(*p, s, path("x@evilcustomers.example"), 0, {}).blocks());
+  s.login = "relay@example.com";
+  auto any = engine::mail(*p, s, path("anyone@anywhere.test"), 0, {});
+  CHECK(any.allowed());
+  CHECK(any.reason == "login relay@example.com: sender listed in submission.senders as *");
+}
+
 TEST_CASE("mail: internationalized domains compare as given", "[engine]") {
   auto p = load(R"(, "submission": { "require_tls": false,
       "senders": { "user@bücher.example": ["@straße.example"] } })");

@@ -994,7 +994,19 @@ TEST_CASE("loader: domains, senders and hostnames", "[loader]") {
   CHECK(only_error(with(R"("local_domains": ["*"])")).pointer == "/local_domains/0");
   auto e = only_error(with(R"("submission": { "senders": { "a@x.example": ["noreply"] } })"));
   CHECK(e.pointer == "/submission/senders/a@x.example/0");
-  CHECK(e.message == "\"noreply\" is not an address or \"@domain\"");
+  CHECK(e.message == "\"noreply\" is not an address, \"@domain\", \"@*.domain\" or \"*\"");
+  auto wild = load(
+      with(R"("submission": { "senders": { "a@x.example": ["@*.customers.example", "*"] } })"));
+  INFO(all_errors(wild));
+  REQUIRE(wild.ok());
+  CHECK(wild.policy->submission.senders.at("a@x.example") ==
+        std::vector<std::string>{"@*.customers.example", "*"});
+  for (const char* bad : {"x@*.example.com", "@*", "@*.", "**", "@*.*.example"}) {
+    INFO(bad);
+    CHECK(only_error(with(std::string(R"("submission": { "senders": { "a@x.example": [")") + bad +
+                          R"("] } })"))
+              .pointer == "/submission/senders/a@x.example/0");
+  }
   e = only_error(with(R"("submission": { "senders": { "a@x.example": [], "A@x.example": [] } })"));
   CHECK(contains(e.message, "compared case-insensitively"));
   e = only_error(with(R"("submission": { "senders": { "a@x.example": "b@x.example" } })"));
