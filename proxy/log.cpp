@@ -235,6 +235,27 @@ LogLine& LogLine::boolean(std::string_view key, bool value) {
   return *this;
 }
 
+void LogLine::list_begin(std::string_view key) {
+  line_ += json_ ? ",\"" : " ";
+  line_.append(key);
+  line_ += json_ ? "\":[" : "=";
+}
+
+void LogLine::list_item(std::string_view value, bool first) {
+  if (!first) line_ += ',';
+  if (json_ || needs_text_quotes(value) || value.find(',') != std::string_view::npos) {
+    line_ += '"';
+    append_json_escaped(line_, value);
+    line_ += '"';
+  } else {
+    line_.append(value);
+  }
+}
+
+void LogLine::list_end() {
+  if (json_) line_ += ']';
+}
+
 void LogLine::write() {
   if (json_) line_ += '}';
   log_.emit(line_);

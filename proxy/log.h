@@ -66,9 +66,25 @@ class LogLine {
   LogLine& str(std::string_view key, std::string_view value);
   LogLine& num(std::string_view key, int64_t value);
   LogLine& boolean(std::string_view key, bool value);
+  // A list of strings: a JSON array, or `key=a,b` in the text format.
+  template <class Range>
+  LogLine& list(std::string_view key, const Range& values) {
+    list_begin(key);
+    bool first = true;
+    for (const auto& v : values) {
+      list_item(v, first);
+      first = false;
+    }
+    list_end();
+    return *this;
+  }
   void write();
 
  private:
+  void list_begin(std::string_view key);
+  void list_item(std::string_view value, bool first);
+  void list_end();
+
   Logger& log_;
   std::string& line_;
   bool json_;

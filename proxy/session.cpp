@@ -376,13 +376,15 @@ void Session::finish(std::string_view state) {
   gw_.release(*this);
   if (ban_record_ != 0) gw_.forget_ban_waiter(this);
   const bool has_dialogue = dialogue_.has_value();
+  const bool mid_transaction = has_dialogue && dialogue_->transaction_open();
+  if (has_dialogue) dialogue_->on_session_end();  // a transaction under way is recorded
   if (counted_) {
     gw_.metrics().connection_closed();
     gw_.metrics().session(
         listener_.name,
         to_string(has_dialogue ? dialogue_->facts().cls : engine::initial_class(listener_)));
   }
-  if (has_dialogue && dialogue_->transaction_open()) {
+  if (mid_transaction) {
     backend_.abort();  // never complete a message the client did not finish
   } else {
     backend_.quit();

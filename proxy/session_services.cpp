@@ -50,16 +50,22 @@ void SessionServices::would_ban(const IpAddress& ip, const std::string& reason) 
   gw_.would_ban(ip, reason, id_);
 }
 
-void SessionServices::decision(const Decision& d) {
+void SessionServices::decision(const Decision& d, const smtp::DecisionFacts& f) {
   gw_.metrics().decision(to_string(d.stage), d.rule, to_string(d.verdict), d.enforced);
-  LogLine(gw_.log(), "decision", log_prefix_)
-      .str("stage", to_string(d.stage))
+  LogLine line(gw_.log(), "decision", log_prefix_);
+  line.str("stage", to_string(d.stage))
       .str("rule", d.rule)
       .str("verdict", to_string(d.verdict))
       .boolean("enforced", d.enforced)
       .str("reason", d.reason)
-      .str("reply", d.reply.line())
-      .write();
+      .str("reply", d.reply.line());
+  // What the decision was about, as far as the session knows it (never a password).
+  if (!f.helo.empty()) line.str("helo", f.helo);
+  if (!f.login.empty()) line.str("login", f.login);
+  if (d.stage == Stage::Mail || d.stage == Stage::Rcpt)
+    line.str("from", f.from.empty() && d.stage == Stage::Mail ? "<>" : f.from);
+  if (!f.rcpt.empty()) line.str("rcpt", f.rcpt);
+  line.write();
 }
 
 void SessionServices::connection_refused(const Decision& d) {
@@ -84,22 +90,40 @@ void SessionServices::auth(std::string_view login, smtp::AuthOutcome outcome,
   gw_.metrics().auth(kMetric[i]);
 }
 
-void SessionServices::message(std::string_view from, uint64_t size, uint32_t recipients,
-                              std::string_view reply, bool delivered) {
-  LogLine(gw_.log(), "message", log_prefix_)
-      .str("from", from)
-      .num("size", static_cast<int64_t>(size))
-      .num("recipients", recipients)
-      .str("reply", smtp::first_line(reply))
-      .boolean("delivered", delivered)
-      .write();
-  if (!delivered) {
-    gw_.metrics().message_rejected();
-    return;
+void SessionServices::transaction(const smtp::TransactionRecord& t) {
+  const SessionFacts* f = dialogue_ ? &dialogue_->facts() : nullptr;
+  const bool delivered = t.outcome == "delivered";
+  if (t.message) {
+    LogLine m(gw_.log(), "message", log_prefix_);
+    m.str("from", t.from)
+        .num("size", static_cast<int64_t>(t.size))
+        .num("recipients", t.accepted_count)
+        .list("to", t.accepted)
+        .str("reply", t.reply)
+        .boolean("delivered", delivered);
+    if (f && f->authenticated) m.str("login", f->login);
+    m.write();
+    if (delivered) {
+      gw_.metrics().message_delivered(t.size);
+      if (f && f->authenticated)
+        gw_.sending().record_message(f->login, t.accepted_count, gw_.now_ms());
+    } else {
+      gw_.metrics().message_rejected();
+    }
   }
-  gw_.metrics().message_delivered(size);
-  if (dialogue_ && dialogue_->facts().authenticated)
-    gw_.sending().record_message(dialogue_->facts().login, recipients, gw_.now_ms());
+  // SPEC §11: what replay and learn need, one line per transaction however it ended.
+  LogLine line(gw_.log(), "transaction", log_prefix_);
+  line.str("outcome", t.outcome).str("stage", to_string(t.stage));
+  if (!t.rule.empty()) line.str("rule", t.rule);
+  line.str("reply", t.reply).str("from", t.from).list("recipients", t.recipients);
+  if (t.recipients_omitted) line.num("recipients_omitted", t.recipients_omitted);
+  line.list("accepted", t.accepted).num("size", static_cast<int64_t>(t.size));
+  if (dialogue_) {
+    line.str("helo", dialogue_->helo()).boolean("tls", f->tls);
+    line.str("auth", f->authenticated ? "ok" : dialogue_->auth_tried() ? "failed" : "none");
+    if (!f->login.empty()) line.str("login", f->login);
+  }
+  line.write();
 }
 
 }  // namespace smtpgate

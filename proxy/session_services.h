@@ -34,11 +34,10 @@ class SessionServices final : public smtp::DialogueServices {
   uint32_t record_auth_failure(const IpAddress& ip) override;
   void ban(const IpAddress& ip, const std::string& reason) override;
   void would_ban(const IpAddress& ip, const std::string& reason) override;
-  void decision(const Decision& d) override;
+  void decision(const Decision& d, const smtp::DecisionFacts& facts) override;
   void connection_refused(const Decision& d) override;
   void auth(std::string_view login, smtp::AuthOutcome outcome, std::string_view reply) override;
-  void message(std::string_view from, uint64_t size, uint32_t recipients, std::string_view reply,
-               bool delivered) override;
+  void transaction(const smtp::TransactionRecord& t) override;
   void class_changed() override { update_log_prefix(); }
 
  private:

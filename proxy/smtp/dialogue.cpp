@@ -280,6 +280,7 @@ void Dialogue::cmd_helo(const Command& cmd, bool esmtp) {
   helo_seen_ = true;
   // EHLO/HELO resets any transaction (RFC 5321 4.1.4).
   if (txn_.active && !io_.backend_idle()) io_.backend_send(BackendCommand::Rset, "RSET\r\n", false);
+  if (txn_.active) record_transaction("abandoned", Stage::Helo, {}, {});
   txn_.clear();
   if (!esmtp) {
     reply("250 " + policy_.hostname + "\r\n", true);
@@ -298,6 +299,7 @@ void Dialogue::cmd_helo(const Command& cmd, bool esmtp) {
 
 void Dialogue::cmd_rset() {
   if (txn_.active && !io_.backend_idle()) io_.backend_send(BackendCommand::Rset, "RSET\r\n", false);
+  if (txn_.active) record_transaction("abandoned", Stage::Rset, {}, {});
   txn_.clear();
   reply(replies::ok().wire);
 }
@@ -326,8 +328,16 @@ void Dialogue::on_backend_reply(BackendCommand cmd, const BackendReply& r) {
     case BackendCommand::Rcpt:
       // A reply to a command of a transaction the client has since reset changes nothing.
       if (txn_.active && replies_.next_owed_txn() == txn_number_) {
-        if (cmd == BackendCommand::Mail && !r.positive()) txn_.clear();
-        if (cmd == BackendCommand::Rcpt && r.positive()) ++txn_.rcpt_accepted;
+        if (cmd == BackendCommand::Mail && !r.positive()) {
+          record_transaction("rejected", Stage::Mail, {}, first_line(r.raw));
+          txn_.clear();
+        }
+        if (cmd == BackendCommand::Rcpt) {
+          if (r.positive()) ++txn_.rcpt_accepted;
+          if (txn_.replies_seen < txn_.forwarded.size() && r.positive())
+            txn_.accepted.push_back(txn_.forwarded[txn_.replies_seen]);
+          ++txn_.replies_seen;
+        }
       }
       backend_reply_arrived(r.raw);
       break;
@@ -353,9 +363,7 @@ void Dialogue::on_backend_failed(bool protocol_error) {
     // The message cannot complete: the client hears it now, not at the data timeout. The rest
     // of its body is read and dropped; after a 421 the session closes at its end.
     if (!body_answered_) {
-      std::string from;
-      txn_.sender.append_address(from);
-      services_.message(from, io_.body_bytes(), txn_.rcpt_accepted, failure, false);
+      record_message("failed", failure, io_.body_bytes(), false);
       reply(failure);
       body_answered_ = true;
       close_after_body_ = !protocol_error;
@@ -371,8 +379,7 @@ void Dialogue::on_backend_failed(bool protocol_error) {
     if (c == BackendCommand::Auth) return replies::auth_backend_unavailable().wire;
     close_now = close_now || !protocol_error;
     mail_failed = mail_failed || c == BackendCommand::Mail;
-    if (c == BackendCommand::DataEnd)
-      services_.message(sent_.sender, sent_.size, sent_.recipients, failure, false);
+    if (c == BackendCommand::DataEnd) record_message("failed", failure, sent_.size, true);
     return failure;
   });
   if (waiting_ && !has_held_) waiting_ = false;  // an AUTH or DATA whose reply is now given
@@ -382,6 +389,7 @@ void Dialogue::on_backend_failed(bool protocol_error) {
     reply(failure);
   }
   if (close_now || mail_failed || !txn_.active) {
+    if (txn_.active) record_transaction("failed", Stage::Rcpt, {}, first_line(failure));
     txn_.clear();
   } else {
     txn_.backend_broken = true;  // its RCPT/DATA get 451 until RSET
@@ -427,12 +435,13 @@ void Dialogue::flush_replies() {
 
 // ---------------------------------------------------------------- policy
 
-void Dialogue::report(const Decision& d) {
-  if (!d.allowed() || report_allows_) services_.decision(d);
+void Dialogue::report(const Decision& d, std::string_view from, std::string_view rcpt) {
+  if (!d.allowed() || report_allows_)
+    services_.decision(d, DecisionFacts{helo_, facts_.login, from, rcpt});
 }
 
-bool Dialogue::apply(const Decision& d) {
-  report(d);
+bool Dialogue::apply(const Decision& d, std::string_view from, std::string_view rcpt) {
+  report(d, from, rcpt);
   if (!d.blocks()) return false;
   reply(d.reply);
   if (d.reply.close) close();
@@ -447,7 +456,9 @@ void Dialogue::refuse_protocol(Stage stage, std::string_view rule, std::string r
   d.verdict = Verdict::Reject;
   d.reason = std::move(reason);
   d.reply = r;
-  services_.decision(d);
+  report(d);
+  if (transaction_open() && !body_answered_)
+    record_transaction("abandoned", stage, rule, r.code ? std::string_view(r.text) : "");
   // The session ends here: replies still owed are dropped and an unfinished transaction is
   // abandoned at the backend (closed before any final dot).
   if (transaction_open() || !replies_.empty()) {
@@ -474,9 +485,66 @@ void Dialogue::set_class(ListenerClass c) {
 
 // ---------------------------------------------------------------- end
 
+void Dialogue::on_session_end() {
+  if (transaction_open() && !body_answered_)
+    record_transaction("abandoned", phase_ == Phase::Body ? Stage::Data : Stage::Quit, {}, {});
+  txn_.clear();
+  body_answered_ = true;  // recorded once
+}
+
+void Dialogue::record_transaction(std::string_view outcome, Stage stage, std::string_view rule,
+                                  std::string_view reply, std::string_view from, uint64_t size) {
+  std::string sender;
+  if (from.empty() && txn_.active) {
+    txn_.sender.append_address(sender);
+    from = sender;
+  }
+  TransactionRecord t;
+  t.from = from;
+  t.recipients = txn_.named;
+  t.recipients_omitted = txn_.named_omitted;
+  t.accepted = txn_.accepted;
+  t.accepted_count = txn_.rcpt_accepted;
+  t.outcome = outcome;
+  t.stage = stage;
+  t.rule = rule;
+  t.reply = first_line(reply);
+  t.size = size != 0 ? size : phase_ == Phase::Body ? io_.body_bytes() : 0;
+  services_.transaction(t);
+}
+
+void Dialogue::record_message(std::string_view outcome, std::string_view reply, uint64_t size,
+                              bool from_sent) {
+  std::string sender;
+  TransactionRecord t;
+  if (from_sent) {
+    t.from = sent_.sender;
+    t.recipients = sent_.named;
+    t.recipients_omitted = sent_.named_omitted;
+    t.accepted = sent_.accepted;
+    t.accepted_count = sent_.recipients;
+  } else {
+    txn_.sender.append_address(sender);
+    t.from = sender;
+    t.recipients = txn_.named;
+    t.recipients_omitted = txn_.named_omitted;
+    t.accepted = txn_.accepted;
+    t.accepted_count = txn_.rcpt_accepted;
+  }
+  t.outcome = outcome;
+  t.stage = Stage::Data;
+  t.reply = first_line(reply);
+  t.size = size;
+  t.message = true;
+  services_.transaction(t);
+}
+
 void Dialogue::on_timeout() {
   // Replies still owed by the backend are dropped: the session is over, and a transaction
   // under way is abandoned at the backend (a 354 arriving now must not start a body).
+  if (transaction_open() && !body_answered_)
+    record_transaction("abandoned", phase_ == Phase::Body ? Stage::Data : Stage::Quit, {},
+                       "421 4.4.2 timeout");
   if (transaction_open() || !replies_.empty()) io_.backend_abort();
   replies_.clear();
   has_held_ = false;

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -72,6 +73,26 @@ class DialogueIo {
 // How a login went, for logs and metrics.
 enum class AuthOutcome : uint8_t { Ok, Failed, Tempfail, Refused };
 
+// What a decision was about, for its log line (empty when not known yet or not its stage).
+struct DecisionFacts {
+  std::string_view helo, login, from, rcpt;
+};
+
+// A mail transaction as it ended, for the logs: what replay and learn need (SPEC §11).
+struct TransactionRecord {
+  std::string_view from;
+  std::span<const std::string> recipients;  // every RCPT the client named, in order
+  uint32_t recipients_omitted = 0;          // named beyond Dialogue::kMaxRecordedRecipients
+  std::span<const std::string> accepted;    // those the backend accepted
+  uint32_t accepted_count = 0;              // all of them, also beyond the record's cap
+  std::string_view outcome;   // "delivered", "rejected", "failed" (backend gone), "abandoned"
+  Stage stage = Stage::Mail;  // where it ended
+  std::string_view rule;      // the policy rule that ended it, or ""
+  std::string_view reply;     // the reply that ended it (first line), or ""
+  uint64_t size = 0;          // body bytes (0 before DATA)
+  bool message = false;       // a body went to the backend: a `message` event too
+};
+
 // What the dialogue asks of the gateway's shared state, and what it reports.
 class DialogueServices {
  public:
@@ -86,11 +107,10 @@ class DialogueServices {
   virtual void would_ban(const IpAddress& ip, const std::string& reason) = 0;
 
   // Reports (logs and metrics). Decisions other than allow, every login, every message.
-  virtual void decision(const Decision& d) = 0;
+  virtual void decision(const Decision& d, const DecisionFacts& facts) = 0;
   virtual void connection_refused(const Decision& d) = 0;  // after decision(d)
   virtual void auth(std::string_view login, AuthOutcome outcome, std::string_view reply) = 0;
-  virtual void message(std::string_view from, uint64_t size, uint32_t recipients,
-                       std::string_view reply, bool delivered) = 0;
+  virtual void transaction(const TransactionRecord& t) = 0;
   virtual void class_changed() = 0;  // facts().cls is new
 
  protected:
@@ -105,6 +125,9 @@ class Dialogue {
   // Junk commands (NOOP, RSET, HELP, VRFY, EHLO/HELO, unknown) since the last MAIL that
   // passed policy: one more gets 421 and the session is closed (Postfix's default).
   static constexpr int kMaxJunkCommands = 100;
+  // Recipients a transaction record names (the rest are counted): bounds a session's memory
+  // whatever number of RCPTs a client tries.
+  static constexpr size_t kMaxRecordedRecipients = 100;
 
   // What the session is about. `policy` and `listener` outlive the dialogue (the session
   // holds the policy snapshot it started with).
@@ -145,6 +168,9 @@ class Dialogue {
 
   // The client's deadline passed while it could be answered: 421 and close.
   void on_timeout();
+  // The session ends (the client left, TLS failed, shutdown): a transaction under way is
+  // recorded as abandoned.
+  void on_session_end();
   // Graceful stop: an idle session gets 421 and closes; a busy one closes after its message.
   void drain();
 
@@ -162,6 +188,7 @@ class Dialogue {
   const SessionFacts& facts() const { return facts_; }
   std::string_view helo() const { return helo_; }  // as the client sent it (for XCLIENT)
   bool esmtp() const { return esmtp_; }
+  bool auth_tried() const { return auth_tried_; }  // an AUTH got past its syntax checks
   uint32_t messages() const { return messages_; }
   std::string_view tls_version() const { return tls_version_; }
 
@@ -178,9 +205,19 @@ class Dialogue {
     // The backend failed with a protocol error during the transaction: its later commands get
     // 451 until the client starts over (RSET, EHLO).
     bool backend_broken = false;
+    // For the transaction record: recipients named (capped), forwarded (in order, for
+    // matching the backend's replies) and accepted.
+    std::vector<std::string> named, forwarded, accepted;
+    uint32_t named_omitted = 0;
+    size_t replies_seen = 0;  // RCPT replies matched to `forwarded` so far
     // Back to empty, keeping the strings' buffers for the next transaction. A new field must
     // be added here too.
     void clear() {
+      named.clear();
+      forwarded.clear();
+      accepted.clear();
+      named_omitted = 0;
+      replies_seen = 0;
       active = false;
       smtputf8 = false;
       backend_broken = false;
@@ -199,6 +236,8 @@ class Dialogue {
     std::string sender;
     uint64_t size = 0;
     uint32_t recipients = 0;
+    std::vector<std::string> named, accepted;
+    uint32_t named_omitted = 0;
   };
 
   // commands
@@ -220,6 +259,7 @@ class Dialogue {
 
   // AUTH
   void auth_with(Credentials creds);
+  static std::string offered_login(const Command& cmd);  // from an initial response, or
   void auth_failed_locally(std::string_view reply, bool counts);
   void count_auth_failure(std::string_view sent_reply);
 
@@ -234,8 +274,14 @@ class Dialogue {
   void flush_replies();
 
   // policy
-  void report(const Decision& d);  // to services_.decision(), allows only if report_allows_
-  bool apply(const Decision& d);   // reports it; true when it blocks
+  // To services_.decision() with the session's facts, allows only if report_allows_.
+  void report(const Decision& d, std::string_view from = {}, std::string_view rcpt = {});
+  // The transaction ends without a message (an empty `from`: txn_'s sender).
+  void record_transaction(std::string_view outcome, Stage stage, std::string_view rule,
+                          std::string_view reply, std::string_view from = {}, uint64_t size = 0);
+  void record_message(std::string_view outcome, std::string_view reply, uint64_t size,
+                      bool from_sent);
+  bool apply(const Decision& d, std::string_view from = {}, std::string_view rcpt = {});
   void refuse_protocol(Stage stage, std::string_view rule, std::string reason, const Reply& r,
                        std::string_view state);
   void set_class(ListenerClass c);
@@ -259,6 +305,7 @@ class Dialogue {
   bool helo_seen_ = false;
   bool first_line_seen_ = false;    // an HTTP request is recognised on the first line only
   bool backend_auth_lost_ = false;  // an authenticated session's backend connection dropped
+  bool auth_tried_ = false;
   bool draining_ = false;
   std::string tls_version_, tls_cipher_;
   // A refusal waiting for the TLS handshake (implicit-TLS listeners: handshake first).

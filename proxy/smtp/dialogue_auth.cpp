@@ -8,6 +8,10 @@ void Dialogue::cmd_auth(const Command& cmd) {
   if (!helo_seen_) return reply_error(replies::need_helo().wire);
   if (facts_.authenticated) return reply_error(replies::already_authenticated().wire);
   if (txn_.active) return reply_error(replies::in_transaction().wire);
+  auth_tried_ = true;
+  // The login the client offers in its initial response is named in the logs even when the
+  // attempt is refused before the exchange (AUTH on port 25); the password never is.
+  if (cmd.auth_initial_response) facts_.login = offered_login(cmd);
   Decision d = engine::auth_attempt(policy_, facts_);
   report(d);
   if (!d.allowed()) {
@@ -24,6 +28,21 @@ void Dialogue::cmd_auth(const Command& cmd) {
     }
   }
   sasl_outcome(sasl_.start(cmd.auth_mechanism, cmd.auth_initial_response));
+}
+
+std::string Dialogue::offered_login(const Command& cmd) {
+  const std::string_view initial = *cmd.auth_initial_response;
+  if (iequals(cmd.auth_mechanism, "PLAIN")) {
+    auto creds = parse_plain_response(initial);
+    return creds ? creds->authcid : std::string();
+  }
+  if (iequals(cmd.auth_mechanism, "LOGIN")) {
+    auto login = decode_sasl_response(initial);
+    if (!login) return {};
+    std::string out = std::move(*login);
+    return out;
+  }
+  return {};
 }
 
 void Dialogue::sasl_outcome(SaslExchange::Outcome o) {
@@ -61,7 +80,7 @@ void Dialogue::reply_to_auth(const BackendReply& r) {
   const bool ok = r.code == 235;
   // The backend's verdict is the session's; only explain lists it as a decision (a live
   // session logs the auth line below instead).
-  if (report_allows_) services_.decision(engine::auth_result(policy_, facts_, ok));
+  if (report_allows_) report(engine::auth_result(policy_, facts_, ok));
   if (ok) {
     facts_.authenticated = true;
     if (facts_.cls == ListenerClass::Auto) set_class(ListenerClass::Submission);
@@ -94,7 +113,7 @@ void Dialogue::count_auth_failure(std::string_view sent) {
     d.reply.code = (first[0] - '0') * 100 + (first[1] - '0') * 10 + (first[2] - '0');
     d.reply.text = std::string(first.substr(4));
   }
-  services_.decision(d);
+  report(d);
   if (!d.enforced) {
     services_.would_ban(facts_.client, d.reason);
     return;

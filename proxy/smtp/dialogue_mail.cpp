@@ -16,7 +16,12 @@ void Dialogue::cmd_mail(const Command& cmd, std::string_view line) {
   set_class(engine::class_at_mail(facts_));
   Counters c;
   if (facts_.authenticated) c.messages_last_hour = services_.messages_last_hour(facts_.login);
-  if (apply(engine::mail(policy_, facts_, *sender, cmd.size.value_or(0), c))) return;
+  const std::string from = sender->address();
+  const Decision d = engine::mail(policy_, facts_, *sender, cmd.size.value_or(0), c);
+  if (apply(d, from)) {
+    record_transaction("rejected", Stage::Mail, d.rule, d.reply.line(), from.empty() ? "<>" : from);
+    return;
+  }
   junk_ = 0;
   if (backend_auth_lost_ || !io_.backend_open()) {
     reply(replies::backend_unavailable().wire);
@@ -43,9 +48,20 @@ void Dialogue::cmd_rcpt(const Command& cmd, std::string_view line) {
   c.recipients_in_message = txn_.rcpt_forwarded;
   if (facts_.authenticated)
     c.recipients_last_hour = txn_.rcpt_forwarded + services_.recipients_last_hour(facts_.login);
-  if (apply(engine::rcpt(policy_, facts_, txn_.sender, *rcpt, c))) return;
-  if (txn_.rcpt_forwarded == 0) rcpt->append_address(txn_.first_rcpt);
+  std::string to = rcpt->address();
+  const bool recorded = txn_.named.size() < kMaxRecordedRecipients;
+  if (recorded) {
+    txn_.named.push_back(to);
+  } else {
+    ++txn_.named_omitted;
+  }
+  const Decision d = engine::rcpt(policy_, facts_, txn_.sender, *rcpt, c);
+  std::string from;  // named in the decision's log line (an allow is not logged)
+  if (!d.allowed() || report_allows_) txn_.sender.append_address(from);
+  if (apply(d, from, to)) return;
+  if (txn_.rcpt_forwarded == 0) txn_.first_rcpt = to;
   ++txn_.rcpt_forwarded;
+  if (recorded) txn_.forwarded.push_back(std::move(to));
   replies_.add_owed(BackendCommand::Rcpt, false, txn_number_);
   io_.backend_send(BackendCommand::Rcpt, line, true);
 }
@@ -123,6 +139,7 @@ void Dialogue::on_body_end(BodyFilter::Status status, uint64_t size) {
   if (!d.allowed()) {
     io_.backend_abort();  // closed before the final dot: nothing is delivered
     if (facts_.authenticated) backend_auth_lost_ = true;
+    record_transaction("rejected", Stage::Data, d.rule, d.reply.line(), {}, size);
     txn_.clear();
     reply(d.reply);
     if (d.reply.close) {
@@ -136,6 +153,9 @@ void Dialogue::on_body_end(BodyFilter::Status status, uint64_t size) {
   sent_.recipients = txn_.rcpt_accepted;
   sent_.sender.clear();
   txn_.sender.append_address(sent_.sender);
+  sent_.named.swap(txn_.named);  // the vectors swap buffers: no copy, no allocation
+  sent_.accepted.swap(txn_.accepted);
+  sent_.named_omitted = txn_.named_omitted;
   txn_.clear();
   replies_.add_owed(BackendCommand::DataEnd);
   io_.backend_send(BackendCommand::DataEnd, ".\r\n", false);
@@ -145,7 +165,7 @@ void Dialogue::on_body_end(BodyFilter::Status status, uint64_t size) {
 void Dialogue::reply_to_data_end(const BackendReply& r) {
   const bool delivered = r.code >= 200 && r.code < 300;
   if (delivered) ++messages_;
-  services_.message(sent_.sender, sent_.size, sent_.recipients, r.raw, delivered);
+  record_message(delivered ? "delivered" : "rejected", r.raw, sent_.size, true);
   backend_reply_arrived(r.raw);
   if (draining_) {
     // Shutting down: the message in flight is done, no new one starts here. Commands the

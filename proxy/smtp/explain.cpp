@@ -61,10 +61,10 @@ class Script final : public smtp::DialogueIo, public smtp::DialogueServices {
   uint32_t record_auth_failure(const IpAddress&) override { return ++failures_; }
   void ban(const IpAddress&, const std::string&) override {}
   void would_ban(const IpAddress&, const std::string&) override {}
-  void decision(const Decision& d) override { decisions.push_back(d); }
+  void decision(const Decision& d, const smtp::DecisionFacts&) override { decisions.push_back(d); }
   void connection_refused(const Decision&) override {}
   void auth(std::string_view, smtp::AuthOutcome, std::string_view) override {}
-  void message(std::string_view, uint64_t, uint32_t, std::string_view, bool) override {}
+  void transaction(const smtp::TransactionRecord&) override {}
   void class_changed() override {}
 
  private:

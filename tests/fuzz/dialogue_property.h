@@ -142,18 +142,23 @@ class DialogueHarness final : public smtp::DialogueIo, public smtp::DialogueServ
   uint32_t record_auth_failure(const IpAddress&) override { return ++failures_; }
   void ban(const IpAddress&, const std::string& reason) override { check_text(reason); }
   void would_ban(const IpAddress&, const std::string& reason) override { check_text(reason); }
-  void decision(const Decision& d) override {
+  void decision(const Decision& d, const smtp::DecisionFacts& f) override {
     check_text(d.reason);
     check_text(d.reply.text);
+    for (std::string_view v : {f.helo, f.login, f.from, f.rcpt}) check_text(v);
   }
   void connection_refused(const Decision&) override {}
   void auth(std::string_view login, smtp::AuthOutcome, std::string_view reply) override {
     check_text(login);
     check_text(reply);
   }
-  void message(std::string_view from, uint64_t, uint32_t, std::string_view reply, bool) override {
-    check_text(from);
-    check_text(reply);
+  void transaction(const smtp::TransactionRecord& t) override {
+    check_text(t.from);
+    check_text(t.reply);
+    for (const auto& r : t.recipients) check_text(r);
+    if (t.recipients.size() > smtp::Dialogue::kMaxRecordedRecipients)
+      fail("more recipients recorded than the cap");
+    if (t.accepted.size() > t.accepted_count) fail("more recipients accepted than counted");
   }
   void class_changed() override {}
 

@@ -116,6 +116,17 @@ class FakeServices final : public DialogueServices {
     IpAddress ip;
     std::string reason;
   };
+  struct Facts {  // DecisionFacts, kept
+    std::string helo, login, from, rcpt;
+  };
+  struct Transaction {  // TransactionRecord, kept
+    std::string from;
+    std::vector<std::string> recipients, accepted;
+    std::string outcome;
+    Stage stage = Stage::Mail;
+    std::string rule, reply;
+    uint64_t size = 0;
+  };
 
   // --- configuration
   uint64_t now = 1'700'000'000'000;  // the injected clock (ms)
@@ -125,6 +136,8 @@ class FakeServices final : public DialogueServices {
 
   // --- what the dialogue reported
   std::vector<Decision> decisions;
+  std::vector<Facts> decision_facts;  // one per decision
+  std::vector<Transaction> transactions;
   std::vector<Decision> refused;  // connection_refused()
   std::vector<Auth> auths;
   std::vector<Message> messages;
@@ -150,14 +163,30 @@ class FakeServices final : public DialogueServices {
   void would_ban(const IpAddress& ip, const std::string& reason) override {
     would_bans.push_back({ip, reason});
   }
-  void decision(const Decision& d) override { decisions.push_back(d); }
+  void decision(const Decision& d, const DecisionFacts& f) override {
+    decisions.push_back(d);
+    decision_facts.push_back(
+        {std::string(f.helo), std::string(f.login), std::string(f.from), std::string(f.rcpt)});
+  }
   void connection_refused(const Decision& d) override { refused.push_back(d); }
   void auth(std::string_view login, AuthOutcome outcome, std::string_view reply) override {
     auths.push_back({std::string(login), outcome, std::string(reply)});
   }
-  void message(std::string_view from, uint64_t size, uint32_t recipients, std::string_view reply,
-               bool delivered) override {
-    messages.push_back({std::string(from), size, recipients, std::string(reply), delivered});
+  void transaction(const TransactionRecord& t) override {
+    Transaction r;
+    r.from = t.from;
+    r.recipients.assign(t.recipients.begin(), t.recipients.end());
+    r.accepted.assign(t.accepted.begin(), t.accepted.end());
+    r.outcome = t.outcome;
+    r.stage = t.stage;
+    r.rule = t.rule;
+    r.reply = t.reply;
+    r.size = t.size;
+    transactions.push_back(r);
+    // A message line is logged for a body that went to the backend (sent, or failed).
+    if (t.message)
+      messages.push_back({std::string(t.from), t.size, t.accepted_count, std::string(t.reply) + "\r\n",
+                          t.outcome == "delivered"});
   }
   void class_changed() override { ++class_changes; }
 

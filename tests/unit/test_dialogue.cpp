@@ -1659,3 +1659,123 @@ TEST_CASE("dialogue: the Received header names the login only with message.recei
     if (!named) CHECK(prefix.find("cms@example.com") == std::string::npos);
   }
 }
+
+// ================================================================ forensic records
+
+TEST_CASE("dialogue: decisions carry what they were about (HELO, login, sender, recipient)",
+          "[dialogue]") {
+  Harness h;
+  h.connect();
+  h.ehlo();
+  CHECK(h.send("MAIL FROM:<sender@example.org>\r\n") == "");
+  CHECK(h.backend(BackendCommand::Mail, kMailOk) == kMailOk);
+  CHECK(h.send("RCPT TO:<victim@gmail.example>\r\n") == "554 5.7.1 Relay access denied\r\n");
+  REQUIRE(h.services.decisions.size() == 1);
+  const auto& f = h.services.decision_facts[0];
+  CHECK(f.helo == "client.example");
+  CHECK(f.from == "sender@example.org");
+  CHECK(f.rcpt == "victim@gmail.example");
+  CHECK(f.login.empty());
+}
+
+TEST_CASE("dialogue: AUTH refused on an mx listener names the login offered, never the password",
+          "[dialogue]") {
+  Harness h;
+  h.connect();
+  h.ehlo();
+  CHECK(h.send("AUTH PLAIN " + plain_response("admin@example.com", "hunter2") + "\r\n") ==
+        "502 5.5.1 AUTH not available\r\n");
+  REQUIRE_FALSE(h.services.auths.empty());
+  CHECK(h.services.auths.back().login == "admin@example.com");
+  REQUIRE_FALSE(h.services.decision_facts.empty());
+  CHECK(h.services.decision_facts.back().login == "admin@example.com");
+  for (const auto& d : h.services.decisions) CHECK(d.reason.find("hunter2") == std::string::npos);
+}
+
+TEST_CASE("dialogue: a transaction record for every way a transaction ends", "[dialogue]") {
+  SECTION("delivered: every recipient named, the accepted ones listed") {
+    Harness h;
+    h.connect();
+    h.ehlo();
+    CHECK(h.send("MAIL FROM:<sender@example.org>\r\n") == "");
+    CHECK(h.backend(BackendCommand::Mail, kMailOk) == kMailOk);
+    CHECK(h.send("RCPT TO:<u1@example.com>\r\n") == "");
+    CHECK(h.backend(BackendCommand::Rcpt, kRcptOk) == kRcptOk);
+    CHECK(h.send("RCPT TO:<nobody@example.com>\r\n") == "");
+    CHECK(h.backend(BackendCommand::Rcpt, kRcptUnknown) == kRcptUnknown);
+    CHECK(h.send("RCPT TO:<x@gmail.example>\r\n") == "554 5.7.1 Relay access denied\r\n");
+    CHECK(h.send("DATA\r\n") == "");
+    CHECK(h.backend(BackendCommand::Data, kGoAhead) == kGoAhead);
+    CHECK(h.body_end(BodyFilter::Status::End, 42) == "");
+    CHECK(h.backend(BackendCommand::DataEnd, kQueued) == kQueued);
+    REQUIRE(h.services.transactions.size() == 1);
+    const auto& t = h.services.transactions[0];
+    CHECK(t.outcome == "delivered");
+    CHECK(t.from == "sender@example.org");
+    CHECK(t.recipients ==
+          std::vector<std::string>{"u1@example.com", "nobody@example.com", "x@gmail.example"});
+    CHECK(t.accepted == std::vector<std::string>{"u1@example.com"});
+    CHECK(t.size == 42);
+    CHECK(t.reply == "250 2.0.0 Ok: queued as 4XyzQ1");
+  }
+  SECTION("MAIL refused by policy") {
+    Harness h("submission");
+    h.connect();
+    h.ehlo();
+    CHECK(h.send("MAIL FROM:<a@example.com>\r\n") == "530 5.7.0 Authentication required\r\n");
+    REQUIRE(h.services.transactions.size() == 1);
+    CHECK(h.services.transactions[0].outcome == "rejected");
+    CHECK(h.services.transactions[0].stage == Stage::Mail);
+    CHECK(h.services.transactions[0].rule == "submission.auth_required");
+    CHECK(h.services.transactions[0].from == "a@example.com");
+  }
+  SECTION("RSET abandons it; the next one is recorded on its own") {
+    Harness h;
+    h.connect();
+    h.ehlo();
+    start_transaction(h);
+    CHECK(h.send("RSET\r\n") == kOk);
+    REQUIRE(h.services.transactions.size() == 1);
+    CHECK(h.services.transactions[0].outcome == "abandoned");
+    CHECK(h.services.transactions[0].stage == Stage::Rset);
+    CHECK(h.services.transactions[0].accepted == std::vector<std::string>{"u1@example.com"});
+  }
+  SECTION("too big at the end of the body") {
+    Harness h;
+    h.connect();
+    h.ehlo();
+    start_body(h);
+    CHECK(h.body_end(BodyFilter::Status::End, 5000) ==
+          "552 5.3.4 Message size exceeds fixed limit\r\n");
+    REQUIRE(h.services.transactions.size() == 1);
+    CHECK(h.services.transactions[0].outcome == "rejected");
+    CHECK(h.services.transactions[0].rule == "message.size");
+    CHECK(h.services.transactions[0].size == 5000);
+  }
+  SECTION("the client leaves mid-transaction") {
+    Harness h;
+    h.connect();
+    h.ehlo();
+    start_transaction(h);
+    h.d->on_session_end();
+    h.d->on_session_end();  // once only
+    REQUIRE(h.services.transactions.size() == 1);
+    CHECK(h.services.transactions[0].outcome == "abandoned");
+  }
+  SECTION("recipients beyond the record's cap are counted, not kept") {
+    Options o;
+    o.parts.mx = R"({ "access": { "default": "allow" }, "max_recipients": 1000 })";
+    Harness h(o);
+    h.connect();
+    h.ehlo();
+    CHECK(h.send("MAIL FROM:<sender@example.org>\r\n") == "");
+    CHECK(h.backend(BackendCommand::Mail, kMailOk) == kMailOk);
+    for (int i = 0; i < 150; ++i) {
+      CHECK(h.send("RCPT TO:<u" + std::to_string(i) + "@example.com>\r\n") == "");
+      CHECK(h.backend(BackendCommand::Rcpt, kRcptOk) == kRcptOk);
+    }
+    CHECK(h.send("RSET\r\n") == kOk);
+    REQUIRE(h.services.transactions.size() == 1);
+    CHECK(h.services.transactions[0].recipients.size() == Dialogue::kMaxRecordedRecipients);
+  }
+}
