@@ -169,11 +169,12 @@ int Gateway::run() {
   uv_prepare_init(&loop_, &clock_tick_);
   uv_prepare_start(&clock_tick_, [](uv_prepare_t*) { LoopClock::next_iteration(); });
   uv_unref(reinterpret_cast<uv_handle_t*>(&clock_tick_));
-  for (auto* sig : {&sighup_, &sigterm_, &sigint_}) {
+  for (auto* sig : {&sighup_, &sigterm_, &sigint_, &sigusr1_}) {
     uv_signal_init(&loop_, sig);
     sig->data = this;
   }
   uv_signal_start(&sighup_, on_signal, SIGHUP);
+  uv_signal_start(&sigusr1_, on_signal, SIGUSR1);
   uv_signal_start(&sigterm_, on_signal, SIGTERM);
   uv_signal_start(&sigint_, on_signal, SIGINT);
   uv_timer_init(&loop_, &drain_timer_);
@@ -234,6 +235,8 @@ void Gateway::on_signal(uv_signal_t* h, int signum) {
   auto* gw = static_cast<Gateway*>(h->data);
   if (signum == SIGHUP) {
     gw->reload();
+  } else if (signum == SIGUSR1) {
+    gw->log_.reopen();  // logrotate moved the file away
   } else {
     gw->drain();
   }
@@ -300,6 +303,7 @@ void Gateway::close_all() {
   close(&reaper_);
   close(&clock_tick_);
   close(&sighup_);
+  close(&sigusr1_);
   close(&sigterm_);
   close(&sigint_);
   close(&drain_timer_);
@@ -353,7 +357,7 @@ uint64_t Gateway::ban(const IpAddress& ip, const std::string& reason, const std:
                      {"ip", ip.to_string()},
                      {"action", "ban"},
                      {"enforced", true},
-                     {"until", floor_s(e.until)},
+                     {"until", iso_time(e.until)},  // ISO 8601, like every log time
                      {"duration_s", (e.until - e.since) / 1000},
                      {"offense", e.offense},
                      {"reason", reason}});

@@ -123,7 +123,7 @@ class Gateway final : public AdminServer::Handler {
   SessionRegistry sessions_;
   uv_check_t reaper_{};
   uv_prepare_t clock_tick_{};  // LoopClock::next_iteration() before each poll
-  uv_signal_t sighup_{}, sigterm_{}, sigint_{};
+  uv_signal_t sighup_{}, sigterm_{}, sigint_{}, sigusr1_{};
   uv_timer_t drain_timer_{};
   MetricsRegistry metrics_;
   SendingLimiter sending_;

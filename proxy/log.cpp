@@ -21,6 +21,31 @@ Logger::~Logger() {
   if (own_fd_ && !stuck) ::close(fd_);
 }
 
+void Logger::reopen() {
+  if (!writer_ || path_.empty()) return;
+  const LogFormat f = format_;
+  const std::string path = path_;
+  writer_->reopen(path_, [f, path](const std::string& error) {
+    // On the writer thread, between batches.
+    const std::string ts = iso_timestamp_uncached();
+    std::string line;
+    if (f == LogFormat::Json) {
+      line = "{\"ts\":\"" + ts + "\",\"event\":" +
+             (error.empty() ? "\"log_reopen\",\"path\":\""
+                            : "\"error\",\"component\":\"log\",\"reason\":\"");
+      append_json_escaped(line, error.empty() ? path : error);
+      line += "\"}\n";
+    } else {
+      line =
+          ts + (error.empty() ? " log_reopen     path=" : " error          component=log reason=");
+      line += '"';
+      append_json_escaped(line, error.empty() ? path : error);
+      line += "\"\n";
+    }
+    return line;
+  });
+}
+
 std::string Logger::open(const std::string& path, LogFormat format) {
   format_ = format;
   if (path != "-") {
@@ -30,6 +55,7 @@ std::string Logger::open(const std::string& path, LogFormat format) {
     if (own_fd_) ::close(fd_);
     fd_ = fd;
     own_fd_ = true;
+    path_ = path;
   }
   const LogFormat f = format_;
   writer_ = std::make_unique<LogWriter>(fd_, [f](uint64_t dropped) {
@@ -128,6 +154,12 @@ void append_field(std::string& out, bool json, std::string_view key, std::string
 std::string iso_timestamp() {
   std::string s;
   append_timestamp(s);
+  return s;
+}
+
+std::string iso_time(int64_t unix_ms) {
+  std::string s;
+  append_timestamp_of(s, unix_ms);
   return s;
 }
 

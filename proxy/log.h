@@ -33,6 +33,10 @@ class Logger {
   // Waits (bounded) until every line so far reached the sink: tests and shutdown.
   bool drain(std::chrono::milliseconds timeout) { return !writer_ || writer_->drain(timeout); }
   void set_format(LogFormat f) { format_ = f; }
+  // SIGUSR1 (logrotate's postrotate): the log file is opened anew by the writer thread, then
+  // a `log_reopen` line says so in the new file (or an `error` line why not, in the old one).
+  // Nothing to do when the log is standard error.
+  void reopen();
 
   // Writes one event. `fields` is a JSON object; "ts" and "event" are added first.
   void write(std::string_view event, const nlohmann::ordered_json& fields);
@@ -47,12 +51,14 @@ class Logger {
   std::string line_;  // reused for every LogLine (one loop thread)
   int fd_ = 2;
   bool own_fd_ = false;
+  std::string path_;  // the log file, when not standard error
   LogFormat format_ = LogFormat::Json;
   std::unique_ptr<LogWriter> writer_;
 };
 
-std::string iso_timestamp();           // 2026-11-27T10:49:17.123Z (the loop thread's cached form)
-std::string iso_timestamp_uncached();  // the same, safe on any thread
+std::string iso_timestamp();            // 2026-11-27T10:49:17.123Z (the loop thread's cached form)
+std::string iso_timestamp_uncached();   // the same, safe on any thread
+std::string iso_time(int64_t unix_ms);  // any instant, in the same form
 
 // Appends `s` as the body of a JSON string: escapes, and invalid UTF-8 becomes U+FFFD.
 void append_json_escaped(std::string& out, std::string_view s);

@@ -4,7 +4,10 @@
 
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include <cerrno>
+#include <cstring>
 
 namespace smtpgate {
 
@@ -21,6 +24,8 @@ struct LogWriter::State {
   std::atomic<uint64_t> dropped{0};
   std::atomic<uint64_t> unreported{0};
   std::atomic<uint64_t> errors{0};
+  std::string reopen_path;  // guarded by mu: a reopen is asked for when not empty
+  ReopenDone reopen_done;   // guarded by mu
 };
 
 namespace {
@@ -79,6 +84,30 @@ bool LogWriter::drain(std::chrono::milliseconds timeout) {
   return st_->idle.wait_for(lock, timeout, [this] { return st_->queue.empty() && !st_->writing; });
 }
 
+void LogWriter::reopen(std::string path, ReopenDone on_reopen) {
+  {
+    std::lock_guard lock(st_->mu);
+    st_->reopen_path = std::move(path);
+    st_->reopen_done = std::move(on_reopen);
+  }
+  st_->wake.notify_one();
+}
+
+namespace {
+
+// Points `fd` at a fresh open of `path` (logrotate has moved the old file away).
+std::string reopen_fd(int fd, const std::string& path) {
+  const int fresh = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fresh < 0) return "cannot reopen log file " + path + ": " + std::strerror(errno);
+  const int rc = ::dup3(fresh, fd, O_CLOEXEC);
+  const int err = errno;
+  ::close(fresh);
+  if (rc < 0) return "cannot reopen log file " + path + ": " + std::strerror(err);
+  return {};
+}
+
+}  // namespace
+
 uint64_t LogWriter::dropped_total() const {
   return st_->dropped.load(std::memory_order_relaxed);
 }
@@ -91,6 +120,8 @@ void LogWriter::run(std::shared_ptr<State> st) {
   std::string batch;
   bool gather = false;  // a batch was just written: give the next lines a moment to come
   for (;;) {
+    std::string reopen_path;
+    ReopenDone reopen_done;
     {
       std::unique_lock lock(st->mu);
       st->writing = false;
@@ -99,17 +130,29 @@ void LogWriter::run(std::shared_ptr<State> st) {
                           [&] { return st->stop || st->queue.size() >= kMaxQueuedBytes / 2; });
       }
       if (st->queue.empty()) st->idle.notify_all();
-      while (st->queue.empty() && !st->stop) {
+      while (st->queue.empty() && !st->stop && st->reopen_path.empty()) {
         st->writer_waiting = true;
         st->wake.wait(lock);
       }
       st->writer_waiting = false;
-      if (st->queue.empty()) return;  // stop, and everything is written
+      reopen_path.swap(st->reopen_path);
+      reopen_done.swap(st->reopen_done);
+      if (st->queue.empty() && reopen_path.empty()) return;  // stop, and everything is written
       batch.clear();
       batch.swap(st->queue);
       st->writing = true;
       gather = true;
     }
+    if (!reopen_path.empty()) {
+      const std::string error = reopen_fd(st->fd, reopen_path);
+      if (!error.empty()) st->errors.fetch_add(1, std::memory_order_relaxed);
+      if (reopen_done) {
+        const std::string line = reopen_done(error);
+        if (!line.empty() && !write_all(st->fd, line))
+          st->errors.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    if (batch.empty()) continue;
     if (!write_all(st->fd, batch)) {
       // The lines of a failed write are lost (a partial write's rest too): count them all.
       st->errors.fetch_add(1, std::memory_order_relaxed);

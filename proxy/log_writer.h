@@ -45,6 +45,12 @@ class LogWriter {
   bool push(std::string_view line);
   // Waits until every line queued so far is written or `timeout` passed; true if written.
   bool drain(std::chrono::milliseconds timeout);
+  // Opens `path` anew (append, create) on the writer thread and writes there from then on,
+  // under the same descriptor number; the next batch goes to the new file. A failure keeps
+  // the old file. `on_reopen` (called on the writer thread with "" or why it failed) returns a
+  // line to write at once, to the file now in use.
+  using ReopenDone = std::function<std::string(const std::string& error)>;
+  void reopen(std::string path, ReopenDone on_reopen);
 
   uint64_t dropped_total() const;
   uint64_t write_errors() const;  // failed write(2) calls (the lines they held are dropped)

@@ -293,6 +293,7 @@ class BruteForceTest(DefenceTestCase):
         self.assertEqual(ban.get("action"), "ban", ban)
         self.assertIs(ban.get("enforced"), True, ban)
         self.assertEqual(ban.get("duration_s"), 3600, ban)
+        self.assertRegex(ban.get("until", ""), r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", ban)
         self.assertEqual(ban.get("offense"), 1, ban)
         self.assertTrue(ban.get("reason"), ban)
         d = gw.wait_for_log(event="decision", rule="brute_force")
