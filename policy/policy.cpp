@@ -9,6 +9,18 @@ const Listener* Policy::find_listener(std::string_view name) const {
   return nullptr;
 }
 
+std::string_view to_string(TlsMode m) {
+  switch (m) {
+    case TlsMode::None:
+      return "none";
+    case TlsMode::StartTls:
+      return "starttls";
+    case TlsMode::Implicit:
+      return "implicit";
+  }
+  return "?";
+}
+
 std::string_view to_string(ListenerClass c) {
   switch (c) {
     case ListenerClass::Mx:

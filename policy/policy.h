@@ -19,6 +19,7 @@ enum class Mode : uint8_t { Enforce, DryRun };
 enum class ListenerClass : uint8_t { Mx, Submission, Auto };
 std::string_view to_string(ListenerClass c);  // "mx", "submission", "auto"
 enum class TlsMode : uint8_t { None, StartTls, Implicit };
+std::string_view to_string(TlsMode m);  // "none", "starttls", "implicit"
 
 struct Listener {
   std::string name;

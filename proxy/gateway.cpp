@@ -11,6 +11,7 @@
 
 #include "policy/loader.h"
 #include "policy/replies.h"
+#include "policy/restart_needed.h"
 #include "policy/rule_ids.h"
 #include "proxy/loop_clock.h"
 #include "proxy/session.h"
@@ -242,7 +243,8 @@ void Gateway::on_signal(uv_signal_t* h, int signum) {
   }
 }
 
-std::string Gateway::reload() {
+std::string Gateway::reload(std::vector<std::string>* not_applied) {
+  const PolicySnapshot running = policy_;
   std::string err = load(false);
   if (!err.empty()) {
     metrics_.policy_reload("rejected");
@@ -252,8 +254,13 @@ std::string Gateway::reload() {
   }
   metrics_.policy_reload("loaded");
   if (journal_) journal_->set_brute_force(policy_->brute_force);
-  // Listeners are fixed for the process; new listen addresses need a restart.
-  log_.write("policy_reload", {{"result", "loaded"}, {"path", options_.policy_path}});
+  // Sockets and files opened at start stay: a change to them is named, not silently dropped.
+  std::vector<std::string> kept = changes_needing_restart(*running, *policy_);
+  nlohmann::ordered_json fields = {{"result", kept.empty() ? "loaded" : "partial"},
+                                   {"path", options_.policy_path}};
+  if (!kept.empty()) fields["not_applied"] = kept;
+  log_.write("policy_reload", fields);
+  if (not_applied) *not_applied = std::move(kept);
   return {};
 }
 
@@ -441,9 +448,11 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path) {
   }
   if (path == "/reload") {
     if (method != "POST") return {405, "text/plain", "POST only\n", "POST"};
-    std::string err = reload();
+    std::vector<std::string> not_applied;
+    std::string err = reload(&not_applied);
     if (!err.empty()) return {400, json, dump_json({{"result", "rejected"}, {"errors", err}})};
-    return {200, json, dump_json({{"result", "loaded"}})};
+    if (not_applied.empty()) return {200, json, dump_json({{"result", "loaded"}})};
+    return {200, json, dump_json({{"result", "partial"}, {"not_applied", not_applied}})};
   }
   if (path == "/bans") {
     if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};

@@ -108,7 +108,8 @@ class Gateway final : public AdminServer::Handler {
 
   std::string load(bool initial);
   std::string open_listeners();
-  std::string reload();  // "" or the errors
+  // "" or the errors; `not_applied`: changes that need a restart (policy/restart_needed.h).
+  std::string reload(std::vector<std::string>* not_applied = nullptr);
   void drain();
   void close_all();
   void load_bans();

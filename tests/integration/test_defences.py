@@ -910,6 +910,29 @@ class AdminTest(DefenceTestCase):
 # Signals
 # ==========================================================================
 
+    def test_reload_names_changes_that_need_a_restart(self):
+        # A changed listener address cannot apply while running: the reload loads the rest and
+        # says so, in its reply and its log line, instead of "loaded".
+        policy = self.policy()
+        gw = self.start_gateway(policy)
+        moved = copy.deepcopy(policy)
+        host, _ = support.parse_listen(moved["listeners"][0]["listen"])
+        moved["listeners"][0]["listen"] = "%s:%d" % (host, support.free_port())
+        moved["mx"] = dict(moved.get("mx") or {}, max_recipients=7)
+        with open(gw.policy_path, "w") as f:
+            json.dump(moved, f)
+        status, _, body = self.admin(gw, "POST", "/reload")
+        self.assertEqual(status, 200, body)
+        reply = json.loads(body)
+        self.assertEqual(reply["result"], "partial", reply)
+        self.assertEqual(len(reply["not_applied"]), 1, reply)
+        self.assertIn("listeners[0] \"mx\"", reply["not_applied"][0])
+        self.assertIn("(needs a restart)", reply["not_applied"][0])
+        line = gw.wait_for_log(event="policy_reload", result="partial")
+        self.assertEqual(line["not_applied"], reply["not_applied"])
+        # The old address still serves.
+        self.greeted(gw, "127.0.0.48", "mx")
+
 class SignalTest(DefenceTestCase):
 
     def reload_and_wait(self, gw, content, result):

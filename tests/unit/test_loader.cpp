@@ -15,6 +15,7 @@
 
 #include "policy/json_locator.h"
 #include "policy/loader.h"
+#include "policy/restart_needed.h"
 
 using namespace smtpgate;
 
@@ -1147,4 +1148,28 @@ TEST_CASE("loader: every example loads", "[loader][examples]") {
     INFO(path << "\n" << all_errors(r));
     CHECK(r.ok());
   }
+}
+
+TEST_CASE("reload: changes that need a restart are named", "[loader][reload]") {
+  auto base = load(kMinimal);
+  REQUIRE(base.ok());
+  CHECK(changes_needing_restart(*base.policy, *base.policy).empty());
+  std::string moved_text = kMinimal;
+  moved_text.replace(moved_text.find("127.0.0.1:2525"), 14, "127.0.0.1:2626");
+  auto moved = load(moved_text);
+  REQUIRE(moved.ok());
+  auto kept = changes_needing_restart(*base.policy, *moved.policy);
+  REQUIRE(kept.size() == 1);
+  CHECK(kept[0] ==
+        "listeners[0] \"mx\": listen 127.0.0.1:2525, class mx, tls none -> \"mx\": listen "
+        "127.0.0.1:2626, class mx, tls none (needs a restart)");
+  auto logged = load(with(R"("log": { "path": "/var/log/smtpgate.log" })"));
+  REQUIRE(logged.ok());
+  kept = changes_needing_restart(*base.policy, *logged.policy);
+  REQUIRE(kept.size() == 1);
+  CHECK(kept[0] == "log.path \"-\" -> \"/var/log/smtpgate.log\" (needs a restart)");
+  // Everything else applies at reload: no restart named.
+  auto other = load(with(R"("mx": { "max_recipients": 5 })"));
+  REQUIRE(other.ok());
+  CHECK(changes_needing_restart(*base.policy, *other.policy).empty());
 }
