@@ -14,6 +14,7 @@
 #include "policy/restart_needed.h"
 #include "policy/rule_ids.h"
 #include "proxy/loop_clock.h"
+#include "proxy/service_notify.h"
 #include "proxy/session.h"
 #include "proxy/tls_files.h"
 
@@ -187,6 +188,8 @@ int Gateway::run() {
                                {"path", options_.policy_path},
                                {"listeners", listeners},
                                {"mode", policy_->mode == Mode::Enforce ? "enforce" : "dry-run"}});
+  // Listeners accept from here on: a Type=notify unit counts as started now, not at fork.
+  notify_service_manager("READY=1\nSTATUS=accepting connections");
   uv_run(&loop_, UV_RUN_DEFAULT);
   return 0;
 }
@@ -244,8 +247,11 @@ void Gateway::on_signal(uv_signal_t* h, int signum) {
 }
 
 std::string Gateway::reload(std::vector<std::string>* not_applied) {
+  notify_service_manager("RELOADING=1");
   const PolicySnapshot running = policy_;
   std::string err = load(false);
+  notify_service_manager(err.empty() ? "READY=1\nSTATUS=policy reloaded"
+                                     : "READY=1\nSTATUS=reload rejected; the old policy stays");
   if (!err.empty()) {
     metrics_.policy_reload("rejected");
     log_.write("policy_reload",
@@ -267,6 +273,7 @@ std::string Gateway::reload(std::vector<std::string>* not_applied) {
 void Gateway::drain() {
   if (draining_) return;
   draining_ = true;
+  notify_service_manager("STOPPING=1");
   log_.write("shutdown", {{"state", "draining"}, {"sessions", sessions_.size()}});
   for (auto& lr : listeners_) {
     if (lr.open) {

@@ -8,6 +8,7 @@ PACKAGES=(
   openssl ca-certificates curl swaks libnet-ssleay-perl python3 python3-aiosmtpd
   postfix dovecot-core
   clang-14 libclang-rt-14-dev
+  systemd logrotate
 )
 
 missing=()
