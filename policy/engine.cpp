@@ -206,7 +206,7 @@ Decision brute_force(const Policy& p, const SessionFacts& s, uint32_t failures_i
   if (failures_in_window < bf.max_failures)
     return allow(Stage::Auth, rules::kBruteForce, s.client.to_string() + ": " + count);
   if (never_banned(p, s.client))
-    return allow(Stage::Auth, rules::kBruteForce,
+    return allow(Stage::Auth, rules::kBruteForceNeverBan,
                  s.client.to_string() + ": " + count + "; in never_ban, not banned");
   Reply r = replies::auth_invalid();
   r.close = true;

@@ -9,6 +9,9 @@ namespace smtpgate::rules {
 inline constexpr std::string_view kDefault = "default";  // a stage that passes with no rule
 inline constexpr std::string_view kBan = "ban";
 inline constexpr std::string_view kBruteForce = "brute_force";
+// The allow at the ban threshold for an address in never_ban: logged, so a guesser that the
+// list protects (an office NAT, a misconfigured client) is seen.
+inline constexpr std::string_view kBruteForceNeverBan = "brute_force.never_ban";
 inline constexpr std::string_view kMxAccess = "mx.access";
 inline constexpr std::string_view kMxAuth = "mx.auth";
 inline constexpr std::string_view kMxRelay = "mx.relay";

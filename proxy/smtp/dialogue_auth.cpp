@@ -2,6 +2,8 @@
 // credentials, and brute-force counting.
 #include "proxy/smtp/dialogue.h"
 
+#include "policy/rule_ids.h"
+
 namespace smtpgate::smtp {
 
 void Dialogue::cmd_auth(const Command& cmd) {
@@ -104,7 +106,13 @@ void Dialogue::count_auth_failure(std::string_view sent) {
   const uint32_t n = services_.record_auth_failure(facts_.client);
   Decision d = engine::brute_force(policy_, facts_, n);
   if (d.verdict != Verdict::Ban) {
-    report(d);  // an allow: how many failures are counted
+    // An allow: how many failures are counted. At the threshold, never_ban's rescue is
+    // reported even by a live session (it is the one allow worth a log line).
+    if (d.rule == rules::kBruteForceNeverBan) {
+      services_.decision(d, DecisionFacts{helo_, facts_.login, {}, {}});
+    } else {
+      report(d);
+    }
     return;
   }
   // The failing command already has its reply; the decision records what was sent.

@@ -338,6 +338,12 @@ class BruteForceTest(DefenceTestCase):
         self.assertEqual(gw.stop(), 0)                  # every log line is in now
         self.assertEqual(gw.find(event="ban"), [])
         self.assertEqual(gw.decisions(rule="brute_force", verdict="ban"), [])
+        # never_ban's rescue is logged at every failure from the threshold on: the mx AUTH
+        # and 7 bad logins make 8 (the 3rd to 8th are logged), then c2's
+        saved = gw.decisions(rule="brute_force.never_ban")
+        self.assertEqual(len(saved), 7, saved)
+        self.assertEqual(saved[0]["verdict"], "allow")
+        self.assertIn("in never_ban, not banned", saved[0]["reason"])
         # the failures are logged instead
         failed = [a for a in gw.find(event="auth", result="failed")
                   if a.get("client", "").startswith(ip + ":")]

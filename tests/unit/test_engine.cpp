@@ -170,7 +170,10 @@ TEST_CASE("auth: result and brute force", "[engine]") {
   CHECK(ban.rule == "brute_force");
   CHECK(ban.reply.close);
   auto cms = facts(*p, "sub", "203.0.113.10");
-  CHECK(engine::brute_force(*p, cms, 10).allowed());
+  CHECK(engine::brute_force(*p, cms, 2).rule == "brute_force");
+  auto saved = engine::brute_force(*p, cms, 10);
+  CHECK(saved.allowed());
+  CHECK(saved.rule == "brute_force.never_ban");  // logged by the session (never_ban saved it)
 }
 
 TEST_CASE("mail: submission.auth_required", "[engine]") {
