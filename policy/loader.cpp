@@ -72,7 +72,7 @@ const std::vector<Section>& schema() {
       {"submission.limits", {"messages_per_hour", "recipients_per_hour", "max_recipients"}},
       {"brute_force",
        {"mode", "max_failures", "window", "ban", "ban_multiplier", "max_ban", "never_ban",
-        "state_file"}},
+        "state_file", "count_access_refusals"}},
       {"connections", {"max_total", "max_per_ip", "rate_per_ip"}},
       {"timeouts",
        {"command", "data", "backend_connect", "backend_reply", "backend_data_done", "drain"}},
@@ -1093,6 +1093,8 @@ void Loader::parse_brute_force(const json& v, const std::string& p) {
   check_keys(v, p, "brute_force");
   read(v, p, "mode", bf.mode, [&](auto& x, auto& q) { return as_mode(x, q); });
   read(v, p, "max_failures", bf.max_failures, [&](auto& x, auto& q) { return as_u32(x, q, 1); });
+  read(v, p, "count_access_refusals", bf.count_access_refusals,
+       [&](auto& x, auto& q) { return as_bool(x, q); });
   auto duration = [&](auto& x, auto& q) { return as_duration(x, q, false); };
   read(v, p, "window", bf.window, duration);
   bool ban_ok = read(v, p, "ban", bf.ban, duration);

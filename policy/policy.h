@@ -69,6 +69,9 @@ struct BruteForcePolicy {
   Seconds max_ban{30 * 86400};
   AddressSet never_ban;
   std::string state_file;  // empty: bans in memory only
+  // A connection refused by mx.access or submission.access counts as a failure too, so a
+  // bot hammering a port it may not use is banned like a password guesser.
+  bool count_access_refusals = false;
 };
 
 struct ConnectionLimits {

@@ -75,6 +75,10 @@ void Dialogue::open(const Decision* admission) {
   if (!d.allowed()) {
     if (d.enforced) {
       services_.connection_refused(d);
+      // May ban (the reply then waits until the ban is on disk).
+      const bool banned = policy_.brute_force.count_access_refusals &&
+                          (d.rule == rules::kMxAccess || d.rule == rules::kSubmissionAccess) &&
+                          count_auth_failure(replies::wire(d.reply));
       if (listener_.tls == TlsMode::Implicit && tls_available_) {
         // RFC 8314: a client of an implicit-TLS port speaks TLS first. A plaintext refusal
         // would reach it as a TLS error; after the handshake it reads "access denied".
@@ -86,7 +90,7 @@ void Dialogue::open(const Decision* admission) {
         return;
       }
       reply(d.reply);
-      close("refused");
+      close(banned ? "banned" : "refused");
       return;
     }
   }

@@ -261,7 +261,8 @@ class Dialogue {
   void auth_with(Credentials creds);
   static std::string offered_login(const Command& cmd);  // from an initial response, or
   void auth_failed_locally(std::string_view reply, bool counts);
-  void count_auth_failure(std::string_view sent_reply);
+  // Counts one failure toward a ban; true when it banned the client (and closed).
+  bool count_auth_failure(std::string_view sent_reply);
 
   // replies
   void greet();

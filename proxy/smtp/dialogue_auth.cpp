@@ -102,7 +102,7 @@ void Dialogue::auth_failed_locally(std::string_view text, bool counts) {
   if (counts) count_auth_failure(text);
 }
 
-void Dialogue::count_auth_failure(std::string_view sent) {
+bool Dialogue::count_auth_failure(std::string_view sent) {
   const uint32_t n = services_.record_auth_failure(facts_.client);
   Decision d = engine::brute_force(policy_, facts_, n);
   if (d.verdict != Verdict::Ban) {
@@ -113,7 +113,7 @@ void Dialogue::count_auth_failure(std::string_view sent) {
     } else {
       report(d);
     }
-    return;
+    return false;
   }
   // The failing command already has its reply; the decision records what was sent.
   if (sent.size() >= 4) {
@@ -124,10 +124,11 @@ void Dialogue::count_auth_failure(std::string_view sent) {
   report(d);
   if (!d.enforced) {
     services_.would_ban(facts_.client, d.reason);
-    return;
+    return false;
   }
   services_.ban(facts_.client, d.reason);
   close("banned");
+  return true;
 }
 
 }  // namespace smtpgate::smtp

@@ -25,6 +25,15 @@ std::string shell_quote(const std::string& s) {
 
 }  // namespace
 
+std::string LogReader::check(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rbe");
+  if (!f) return path + ": " + std::strerror(errno);
+  struct stat st {};
+  const bool dir = ::fstat(::fileno(f), &st) == 0 && S_ISDIR(st.st_mode);
+  std::fclose(f);
+  return dir ? path + ": is a directory" : "";
+}
+
 Result<std::unique_ptr<LogReader>> LogReader::open(const std::string& path) {
   using R = Result<std::unique_ptr<LogReader>>;
   std::unique_ptr<LogReader> r(new LogReader());

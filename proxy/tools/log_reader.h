@@ -19,6 +19,8 @@ class LogReader {
 
   // Opens `path` (an error names the file and why: missing, a directory, unreadable).
   static Result<std::unique_ptr<LogReader>> open(const std::string& path);
+  // What open() would say, without starting anything: "" when it can be read.
+  static std::string check(const std::string& path);
   ~LogReader();
   LogReader(const LogReader&) = delete;
   LogReader& operator=(const LogReader&) = delete;

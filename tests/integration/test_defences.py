@@ -317,6 +317,31 @@ class BruteForceTest(DefenceTestCase):
         check_no_secret(gw, WRONG, LOGIN)
         check_no_secret(gw, PASSWORD, LOGIN)
 
+    def test_access_refusals_count_toward_a_ban_when_asked(self):
+        # A bot hammering a port it may not use: with count_access_refusals, its refusals
+        # count like failed logins; the 3rd bans it, and from then on the ban refuses it.
+        ip = "127.0.0.61"
+        gw = self.start_gateway(self.policy(
+            brute_force={"max_failures": 3, "count_access_refusals": True},
+            mx={"access": {"default": "allow", "deny": [ip]}}))
+        for _ in range(3):
+            self.assertRefusedAtConnect(gw, ip, "mx")
+        self.assertIn(ip, self.bans(gw))
+        ban = gw.wait_for_log(event="ban", ip=ip)
+        self.assertEqual(ban["action"], "ban", ban)
+        self.assertRefusedAtConnect(gw, ip, "mx")
+        gw.wait_for_log(event="decision", rule="ban")
+        closes = [o["state"] for o in gw.find(event="session_close") if o["client"].startswith(ip + ":")]
+        self.assertIn("banned", closes)
+        # Off by default: another address refused as often is not banned.
+        other = "127.0.0.62"
+        gw2 = self.start_gateway(self.policy(
+            brute_force={"max_failures": 3},
+            mx={"access": {"default": "allow", "deny": [other]}}))
+        for _ in range(4):
+            self.assertRefusedAtConnect(gw2, other, "mx")
+        self.assertNotIn(other, self.bans(gw2))
+
     def test_never_ban_host_is_not_banned(self):
         ip = "127.0.0.32"
         gw = self.start_gateway(self.policy(

@@ -422,7 +422,12 @@ class SynchronousConnectFailureTest(HostileBackendTestCase):
         def auth_then_no_more_descriptors(conn, line):
             # The gateway's newest descriptor is this backend connection's; from now on it may
             # open none below it, so once the connection is dropped the next connect fails
-            # with EMFILE inside uv_tcp_connect.
+            # with EMFILE inside uv_tcp_connect. Only in the second session: the first one
+            # takes the same path with descriptors to spare, so that a sanitizer runtime has
+            # done its first-time checks (UBSan's vptr check opens a pipe on a cache miss,
+            # which EMFILE would turn into a false report).
+            if conn.index == 1:
+                return b"250 2.0.0 not an answer to AUTH\r\n"
             pid = gw_box[0].proc.pid
             fds = [int(n) for n in os.listdir("/proc/%d/fd" % pid)]
             soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
@@ -441,10 +446,20 @@ class SynchronousConnectFailureTest(HostileBackendTestCase):
                                                     "require_tls": False})
         self.gw = self.start_gateway(policy)
         gw_box.append(self.gw)
+        creds = base64.b64encode(b"\0user@example.com\0secret").decode()
+        warm = self.raw_client(self.gw, "sub", CLIENT)
+        self.assertEqual(warm.greeting().code, 220)
+        self.assertEqual(warm.ehlo().code, 250)
+        warm.send(("AUTH PLAIN %s\r\nMAIL FROM:<user@example.com>\r\n"
+                   "RCPT TO:<someone@example.com>\r\nNOOP\r\n" % creds).encode())
+        self.assertReply(warm.read_reply(), 454)
+        for code in (250, 250, 250):
+            self.assertReply(warm.read_reply(), code)
+        self.assertReply(warm.command("QUIT"), 221)
+        self.gw.wait_for_log(event="session_close")
         c = self.raw_client(self.gw, "sub", CLIENT)
         self.assertEqual(c.greeting().code, 220)
         self.assertEqual(c.ehlo().code, 250)
-        creds = base64.b64encode(b"\0user@example.com\0secret").decode()
         # AUTH waits for the backend; everything after it is held meanwhile.
         c.send(("AUTH PLAIN %s\r\nMAIL FROM:<user@example.com>\r\n"
                 "RCPT TO:<someone@example.com>\r\nNOOP\r\nNOOP\r\n" % creds).encode())
@@ -462,11 +477,13 @@ class SynchronousConnectFailureTest(HostileBackendTestCase):
             timeout=10, message="the connect failure's log line")
         self.assertEqual(len(errors), 1, errors)
         self.assertIn("connect", errors[0]["reason"])
-        closed = self.gw.wait_for_log(event="session_close", timeout=10)
-        self.assertEqual(closed["state"], "closed")
-        # One backend connection (the AUTH's); the MAIL never reached a backend.
-        self.assertEqual(len(self.backend.connections()), 1)
-        self.assertNotIn("MAIL", self.conn(1).verbs())
+        closes = support.wait_until(
+            lambda: self.gw.find(event="session_close")[1:], timeout=10,
+            message="the second session's close")
+        self.assertEqual(closes[0]["state"], "closed")
+        # The warm-up's two connections and this session's AUTH; its MAIL reached no backend.
+        self.assertEqual(len(self.backend.connections()), 3)
+        self.assertNotIn("MAIL", self.conn(3).verbs())
         # The gateway still serves: a new session is greeted.
         c2 = self.raw_client(self.gw, "sub", CLIENT)
         self.assertEqual(c2.greeting().code, 220)
