@@ -13,6 +13,7 @@
 #include "policy/replies.h"
 #include "policy/restart_needed.h"
 #include "policy/rule_ids.h"
+#include "proxy/backend_probe.h"
 #include "proxy/loop_clock.h"
 #include "proxy/service_notify.h"
 #include "proxy/session.h"
@@ -155,6 +156,9 @@ int Gateway::run() {
       std::cerr << "admin: " << err << "\n";
       return 1;
     }
+    // GET /readyz answers from the last probe (only with an admin endpoint to ask it).
+    probe_ = std::make_unique<BackendProbe>(&loop_);
+    probe_->start(config_->backend_addr);
   }
   uv_timer_init(&loop_, &housekeeping_);
   housekeeping_.data = this;
@@ -260,6 +264,7 @@ std::string Gateway::reload(std::vector<std::string>* not_applied) {
   }
   metrics_.policy_reload("loaded");
   if (journal_) journal_->set_brute_force(policy_->brute_force);
+  if (probe_) probe_->set_address(config_->backend_addr);
   // Sockets and files opened at start stay: a change to them is named, not silently dropped.
   std::vector<std::string> kept = changes_needing_restart(*running, *policy_);
   nlohmann::ordered_json fields = {{"result", kept.empty() ? "loaded" : "partial"},
@@ -311,6 +316,7 @@ void Gateway::close_all() {
     if (handle->loop && !uv_is_closing(handle)) uv_close(handle, nullptr);
   };
   if (admin_) admin_->close();
+  if (probe_) probe_->stop();
   if (journal_) journal_->close();  // what is queued reaches the disk first (bounded)
   ban_waiters_.clear();             // their sessions were abandoned above
   close(&housekeeping_);
@@ -445,6 +451,13 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path) {
       return {200, "text/plain",
               "degraded: ban state not written: " + journal_->last_error() + "\n"};
     return {200, "text/plain", "ok\n"};
+  }
+  if (path == "/readyz") {
+    if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
+    if (draining_) return {503, "text/plain", "not ready: draining\n"};
+    const std::string why = probe_ ? probe_->not_ready(uv_now(&loop_)) : "no probe";
+    if (!why.empty()) return {503, "text/plain", "not ready: " + why + "\n"};
+    return {200, "text/plain", "ready\n"};
   }
   if (path == "/metrics") {
     if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};

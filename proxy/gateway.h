@@ -25,6 +25,8 @@
 
 namespace smtpgate {
 
+class BackendProbe;
+
 class Gateway;
 class Session;
 
@@ -130,7 +132,8 @@ class Gateway final : public AdminServer::Handler {
   SendingLimiter sending_;
   ConnectionRateLimiter connection_rate_;
   std::unique_ptr<AdminServer> admin_;
-  uv_timer_t housekeeping_{};  // expires bans
+  std::unique_ptr<BackendProbe> probe_;  // with an admin endpoint: GET /readyz
+  uv_timer_t housekeeping_{};            // expires bans
   BanList bans_;
   std::unique_ptr<BanJournal> journal_;  // with brute_force.state_file
   std::vector<Session*> ban_waiters_;    // sessions holding a reply until their ban is on disk

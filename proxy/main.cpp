@@ -1,14 +1,18 @@
-// smtpgate: SMTP policy gateway. Subcommands: run, check, explain, bans.
+// smtpgate: SMTP policy gateway. Subcommands: run, check, explain, learn, replay, bans.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "policy/loader.h"
 #include "proxy/admin_client.h"
 #include "proxy/gateway.h"
 #include "proxy/smtp/explain.h"
 #include "proxy/tls_files.h"
+#include "proxy/tools/learn.h"
+#include "proxy/tools/replay.h"
 
 namespace {
 
@@ -85,6 +89,16 @@ int main(int argc, char** argv) {
   expl->add_option("--rcpt", in.rcpts, "envelope recipient (repeatable)");
   expl->add_flag("--json", json, "print one JSON document");
 
+  auto* learn =
+      app.add_subcommand("learn", "propose submission senders and client lists from logs");
+  auto* replay = app.add_subcommand("replay", "judge recorded transactions under a new policy");
+  std::vector<std::string> log_paths;
+  for (auto* tool : {learn, replay}) {
+    tool->add_option("-c,--config", policy_path, "policy file")->required();
+    tool->add_option("LOG", log_paths, "JSON log files, plain or gzip")->required();
+    tool->add_flag("--json", json, "print one JSON document");
+  }
+
   auto* bans = app.add_subcommand("bans", "list or lift bans through the admin endpoint");
   bans->require_subcommand(1);
   std::string admin_addr;
@@ -137,6 +151,43 @@ int main(int argc, char** argv) {
     }
     std::cout << (json ? explain_json(*result) : explain_text(*result));
     return 0;
+  }
+  if (*learn || *replay) {
+    // As explain: list files are read (the report names what they allow), certificates and
+    // the state directory belong to the production machine.
+    LoadResult r = load_for_cli(policy_path, false);
+    if (!r.ok()) {
+      print_errors(r);
+      return 1;
+    }
+    std::string out, error;
+    std::vector<std::string> warnings;
+    if (*learn) {
+      auto report = learn_files(*r.policy, log_paths);
+      if (report) {
+        out = json ? learn_json(*report) : learn_text(*report);
+        warnings = report->warnings;
+      } else {
+        error = report.error();
+      }
+    } else {
+      auto report = replay_files(*r.policy, log_paths);
+      if (report) {
+        out = json ? replay_json(*report) : replay_text(*report);
+        warnings = report->warnings;
+      } else {
+        error = report.error();
+      }
+    }
+    if (!error.empty()) {
+      std::cerr << error << "\n";
+      return 1;
+    }
+    std::cout << out;
+    // A file cut short (a corrupt or truncated gzip) is reported in the output too; the exit
+    // status says the report is incomplete.
+    for (const auto& w : warnings) std::cerr << "warning: " << w << "\n";
+    return warnings.empty() ? 0 : 1;
   }
   if (*bans) {
     if (admin_addr.empty()) {

@@ -29,8 +29,8 @@ bool entry_matches(std::string_view entry, std::string_view address) {
 std::string list_name(std::string_view login) {
   std::string out = "learned-";
   for (char c : login) {
-    const bool simple = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
-                        c == '_' || c == '-';
+    const bool simple =
+        (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
     out += simple ? c : '-';
   }
   if (out.size() > 60) out.resize(60);
@@ -39,8 +39,7 @@ std::string list_name(std::string_view login) {
 
 }  // namespace
 
-Learner::Learner(const Policy& policy, LearnOptions options)
-    : policy_(policy), options_(options) {}
+Learner::Learner(const Policy& policy, LearnOptions options) : policy_(policy), options_(options) {}
 
 void Learner::add(const TransactionEvent& t) {
   ++transactions_;
@@ -101,10 +100,10 @@ LearnedLogin Learner::summarise(const std::string& login, const Stats& s) const 
     ls.address = address;
     ls.transactions = n;
     const std::string_view domain = domain_of(address);
-    ls.by_auth_match = sub.auth_match == AuthMatch::None ||
-                       (sub.auth_match == AuthMatch::Address && address == login) ||
-                       (sub.auth_match == AuthMatch::Domain && !domain.empty() &&
-                        domain == domain_of(login));
+    ls.by_auth_match =
+        sub.auth_match == AuthMatch::None ||
+        (sub.auth_match == AuthMatch::Address && address == login) ||
+        (sub.auth_match == AuthMatch::Domain && !domain.empty() && domain == domain_of(login));
     if (!ls.by_auth_match) {
       for (const auto& e : entries) {
         if (entry_matches(e, address)) {

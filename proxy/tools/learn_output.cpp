@@ -60,7 +60,8 @@ std::string block(std::string_view open, const std::vector<Item>& items, std::st
 
 std::string sender_note(const ProposedEntry& p) {
   std::string n;
-  if (p.entry.starts_with('@') || p.addresses > 1) n = plural(p.addresses, "address", "addresses") + ", ";
+  if (p.entry.starts_with('@') || p.addresses > 1)
+    n = plural(p.addresses, "address", "addresses") + ", ";
   n += plural(p.transactions, "transaction", "transactions");
   if (p.in_policy) n += "; in the policy now";
   return n;
@@ -110,8 +111,8 @@ ojson learn_fragment(const LearnReport& r) {
 std::string learn_text(const LearnReport& r) {
   std::string out = "// smtpgate learn: " + plural(r.transactions, "transaction", "transactions") +
                     " in " + plural(r.counts.files, "file", "files") + "; " +
-                    std::to_string(r.transactions - r.without_login - r.logins_omitted) +
-                    " by " + plural(r.logins.size(), "login", "logins") + " after AUTH, " +
+                    std::to_string(r.transactions - r.without_login - r.logins_omitted) + " by " +
+                    plural(r.logins.size(), "login", "logins") + " after AUTH, " +
                     std::to_string(r.without_login) + " without.\n";
   const std::string skipped = skipped_summary(r.counts);
   if (!skipped.empty()) out += "// Skipped: " + skipped + ".\n";
@@ -123,9 +124,10 @@ std::string learn_text(const LearnReport& r) {
     out += "// No login sent mail after AUTH: nothing to propose.\n{}\n";
     return out;
   }
-  out += "// Add the \"senders\" entries and the lists to the policy, and name the lists in\n"
-         "// \"submission.access.allow\". Senders the login owns by auth_match \"" +
-         std::string(auth_match_name(r.auth_match)) + "\" need no entry.\n";
+  out +=
+      "// Add the \"senders\" entries and the lists to the policy, and name the lists in\n"
+      "// \"submission.access.allow\". Senders the login owns by auth_match \"" +
+      std::string(auth_match_name(r.auth_match)) + "\" need no entry.\n";
 
   std::vector<Item> sender_items, allow_items, list_items;
   for (const auto& l : r.logins) {
@@ -204,11 +206,12 @@ std::string learn_json(const LearnReport& r) {
     login["unused"] = l.unused;
     ojson clients = ojson::array();
     for (const auto& c : l.clients) {
-      clients.push_back({{"address", c.cidr.address.to_string()},
-                         {"cidr", c.cidr.to_string()},
-                         {"transactions", c.transactions},
-                         {"allowed_now", c.allowed_now},
-                         {"allowed_by", c.allowed_by.empty() ? ojson(nullptr) : ojson(c.allowed_by)}});
+      clients.push_back(
+          {{"address", c.cidr.address.to_string()},
+           {"cidr", c.cidr.to_string()},
+           {"transactions", c.transactions},
+           {"allowed_now", c.allowed_now},
+           {"allowed_by", c.allowed_by.empty() ? ojson(nullptr) : ojson(c.allowed_by)}});
     }
     login["clients"] = std::move(clients);
     login["clients_omitted"] = l.clients_omitted;

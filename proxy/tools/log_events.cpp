@@ -135,9 +135,8 @@ std::string skipped_summary(const LogCounts& c) {
 }
 
 nlohmann::ordered_json counts_json(const LogCounts& c) {
-  return {{"files", c.files},         {"lines", c.lines},
-          {"not_json", c.not_json},   {"too_long", c.too_long},
-          {"malformed", c.malformed}, {"other_events", c.other_events}};
+  return {{"files", c.files},       {"lines", c.lines},         {"not_json", c.not_json},
+          {"too_long", c.too_long}, {"malformed", c.malformed}, {"other_events", c.other_events}};
 }
 
 }  // namespace smtpgate

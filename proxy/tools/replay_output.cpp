@@ -29,8 +29,8 @@ std::string difference_text(const ReplayDifference& d) {
          : t.auth == "failed" ? ", login " + (t.login.empty() ? "?" : t.login) + " (AUTH failed)"
                               : std::string(", no login");
   if (t.tls) out += ", TLS";
-  out += "\n  from " + (t.from.empty() ? std::string("<>") : t.from) + " to " +
-         joined(t.recipients);
+  out +=
+      "\n  from " + (t.from.empty() ? std::string("<>") : t.from) + " to " + joined(t.recipients);
   if (t.recipients_omitted) out += " (+" + std::to_string(t.recipients_omitted) + " not logged)";
   out += "\n  recorded: " + t.outcome;
   if (!t.stage.empty()) out += " at " + t.stage;
@@ -64,8 +64,8 @@ std::string replay_text(const ReplayReport& r) {
                     " in " + plural(r.counts.files, "file", "files") + ", " +
                     std::to_string(r.replayed) + " replayed under the new policy.\n";
   for (const auto& [name, n] : r.missing_listeners)
-    out += "Not replayed: " + plural(n, "transaction", "transactions") + " on listener \"" +
-           name + "\", which the new policy does not have.\n";
+    out += "Not replayed: " + plural(n, "transaction", "transactions") + " on listener \"" + name +
+           "\", which the new policy does not have.\n";
   if (r.unreplayable)
     out += "Not replayed: " + plural(r.unreplayable, "transaction", "transactions") +
            " with a client or sender that does not parse.\n";
@@ -133,7 +133,8 @@ std::string replay_json(const ReplayReport& r) {
          {"from", t.from},
          {"recipients", t.recipients},
          {"accepted", t.accepted},
-         {"recorded", {{"outcome", t.outcome}, {"stage", t.stage}, {"rule", t.rule}, {"reply", t.reply}}},
+         {"recorded",
+          {{"outcome", t.outcome}, {"stage", t.stage}, {"rule", t.rule}, {"reply", t.reply}}},
          {"decision", decision_json(d.decision)}});
   }
   doc["differences_omitted"] = r.differences_omitted;

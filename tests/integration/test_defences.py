@@ -941,6 +941,20 @@ class AdminTest(DefenceTestCase):
 # Signals
 # ==========================================================================
 
+    def test_readyz_reports_the_backend_and_healthz_stays_liveness(self):
+        gw = self.start_gateway(self.policy())
+        ready = support.wait_until(lambda: self.admin(gw, "GET", "/readyz")[0] == 200,
+                                   timeout=10, message="/readyz 200 once the backend greeted")
+        self.assertTrue(ready)
+        self.assertEqual(self.admin(gw, "GET", "/readyz")[2], "ready\n")
+        # A backend nobody listens on: not ready, and why; the gateway itself is alive.
+        down = self.start_gateway(self.policy(backend_address="127.0.0.1:%d" % support.free_port()))
+        status, _, body = support.wait_until(
+            lambda: (lambda r: r if r[0] == 503 and "backend" in r[2] else None)(
+                self.admin(down, "GET", "/readyz")), timeout=10, message="/readyz 503")
+        self.assertIn("not ready: backend: connect: connection refused", body)
+        self.assertEqual(self.admin(down, "GET", "/healthz")[:3:2], (200, "ok\n"))
+
     def test_reload_names_changes_that_need_a_restart(self):
         # A changed listener address cannot apply while running: the reload loads the rest and
         # says so, in its reply and its log line, instead of "loaded".
