@@ -2,12 +2,6 @@
 
 namespace smtpgate {
 
-void BackendProbe::start(const sockaddr_storage& addr) {
-  addr_ = addr;
-  if (!timer_) timer_ = Timer::create(loop_, this);
-  probe();
-}
-
 void BackendProbe::stop() {
   conn_.reset();
   timer_.reset();
@@ -15,7 +9,9 @@ void BackendProbe::stop() {
 }
 
 void BackendProbe::probe() {
+  if (!timer_) timer_ = Timer::create(loop_, this);
   running_ = true;
+  last_probe_ms_ = uv_now(loop_);
   parser_.reset();
   conn_ = Connection::create(loop_, this);
   timer_->start(kTimeout);
@@ -54,11 +50,7 @@ void BackendProbe::on_eof(Connection&, int status) {
 }
 
 void BackendProbe::on_timer(Timer&) {
-  if (running_) {
-    done(false, "no greeting within " + std::to_string(kTimeout.count() / 1000) + " s");
-    return;
-  }
-  probe();
+  if (running_) done(false, "no greeting within " + std::to_string(kTimeout.count() / 1000) + " s");
 }
 
 void BackendProbe::done(bool ok, std::string why) {
@@ -66,20 +58,21 @@ void BackendProbe::done(bool ok, std::string why) {
   running_ = false;
   probed_ = true;
   ok_ = ok;
-  if (ok) {
-    last_ok_ms_ = uv_now(loop_);
-  } else {
-    last_error_ = std::move(why);
-  }
-  if (timer_) timer_->start(kInterval);
+  if (!ok) last_error_ = std::move(why);
+  if (timer_) timer_->stop();
 }
 
-std::string BackendProbe::not_ready(uint64_t now_ms) const {
-  if (!probed_) return last_error_;
-  if (!ok_) return "backend: " + last_error_;
-  if (now_ms - last_ok_ms_ > 3 * static_cast<uint64_t>(kInterval.count()))
-    return "backend: no probe answered for " + std::to_string((now_ms - last_ok_ms_) / 1000) + " s";
-  return {};
+std::string BackendProbe::check(uint64_t now_ms) {
+  const uint64_t age = now_ms - last_probe_ms_;
+  const auto interval = static_cast<uint64_t>(kInterval.count());
+  // A result this old says nothing about now (nobody asked for a while): probe, and say so.
+  const bool stale = probed_ && !running_ && age >= 3 * interval;
+  if (!running_ && (!probed_ || age >= interval)) probe();
+  if (!probed_) return "backend not probed yet (a probe is under way: ask again in a moment)";
+  if (stale)
+    return "backend last probed " + std::to_string(age / 1000) +
+           " s ago (a probe is under way: ask again in a moment)";
+  return ok_ ? std::string() : "backend: " + last_error_;
 }
 
 }  // namespace smtpgate

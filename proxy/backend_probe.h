@@ -1,6 +1,6 @@
-// Whether the backend answers, for GET /readyz: every kInterval a connection to the backend
-// that waits for its 220 greeting and says QUIT. Readiness is the last probe's result while
-// it is fresh; /healthz stays liveness (the gateway itself serves).
+// Whether the backend answers, for GET /readyz: a connection to the backend that waits for
+// its 220 greeting and says QUIT. Probes run only when readiness is asked for (at most one per
+// kInterval), so a gateway nobody asks costs the backend nothing.
 #pragma once
 
 #include <uv.h>
@@ -24,13 +24,12 @@ class BackendProbe final : public Connection::Handler, public Timer::Handler {
   BackendProbe(const BackendProbe&) = delete;
   BackendProbe& operator=(const BackendProbe&) = delete;
 
-  // Probes `addr` now and every kInterval (the address may change with a reload).
-  void start(const sockaddr_storage& addr);
   void set_address(const sockaddr_storage& addr) { addr_ = addr; }
   void stop();
 
-  // "" when the backend greeted within the last 3 intervals, else why not.
-  std::string not_ready(uint64_t now_ms) const;
+  // "" when the last probe saw the backend's greeting, else why not. Starts a probe when the
+  // last one is older than kInterval (its result answers the next question).
+  std::string check(uint64_t now_ms);
 
   // Connection::Handler
   void on_connected(Connection& c, int status) override;
@@ -52,7 +51,7 @@ class BackendProbe final : public Connection::Handler, public Timer::Handler {
   bool running_ = false;  // a probe is under way
   bool ok_ = false;
   bool probed_ = false;
-  uint64_t last_ok_ms_ = 0;
+  uint64_t last_probe_ms_ = 0;  // when the last probe started
   std::string last_error_ = "backend not probed yet";
 };
 

@@ -156,9 +156,9 @@ int Gateway::run() {
       std::cerr << "admin: " << err << "\n";
       return 1;
     }
-    // GET /readyz answers from the last probe (only with an admin endpoint to ask it).
+    // GET /readyz probes the backend (only when asked).
     probe_ = std::make_unique<BackendProbe>(&loop_);
-    probe_->start(config_->backend_addr);
+    probe_->set_address(config_->backend_addr);
   }
   uv_timer_init(&loop_, &housekeeping_);
   housekeeping_.data = this;
@@ -455,7 +455,7 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path) {
   if (path == "/readyz") {
     if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
     if (draining_) return {503, "text/plain", "not ready: draining\n"};
-    const std::string why = probe_ ? probe_->not_ready(uv_now(&loop_)) : "no probe";
+    const std::string why = probe_ ? probe_->check(uv_now(&loop_)) : "no probe";
     if (!why.empty()) return {503, "text/plain", "not ready: " + why + "\n"};
     return {200, "text/plain", "ready\n"};
   }

@@ -32,13 +32,13 @@ struct Item {
 std::string block(std::string_view open, const std::vector<Item>& items, std::string_view close,
                   size_t indent) {
   const std::string pad(indent + 2, ' ');
-  size_t width = 0;
   size_t last_value = items.size();
+  for (size_t i = 0; i < items.size(); ++i)
+    if (!items[i].value.empty()) last_value = i;
+  size_t width = 0;  // of the longest one-line value with its comma
   for (size_t i = 0; i < items.size(); ++i) {
-    if (items[i].value.empty()) continue;
-    last_value = i;
-    if (items[i].value.find('\n') == std::string::npos)
-      width = std::max(width, items[i].value.size() + 1);
+    if (!items[i].value.empty() && items[i].value.find('\n') == std::string::npos)
+      width = std::max(width, items[i].value.size() + (i < last_value ? 1 : 0));
   }
   std::string out(open);
   out += '\n';

@@ -70,7 +70,9 @@ std::optional<IpAddress> parse_client_address(std::string_view text) {
 }
 
 LogScan::LogScan(std::vector<std::string> paths, std::vector<std::string> wanted)
-    : paths_(std::move(paths)), wanted_(std::move(wanted)) {}
+    : paths_(std::move(paths)), wanted_(std::move(wanted)) {
+  for (const auto& w : wanted_) quoted_.push_back("\"" + w + "\"");
+}
 
 Result<bool> LogScan::run(const Handler& on_event) {
   for (const auto& p : paths_) {
@@ -95,8 +97,8 @@ void LogScan::line(const std::string& text, const Handler& on_event) {
   if (text.find_first_not_of(" \t") == std::string::npos) return;
   ++counts.lines;
   // Most lines are events nobody asked for: those are only validated (no tree is built).
-  const bool maybe = std::any_of(wanted_.begin(), wanted_.end(), [&](const std::string& w) {
-    return text.find("\"" + w + "\"") != std::string::npos;
+  const bool maybe = std::any_of(quoted_.begin(), quoted_.end(), [&](const std::string& w) {
+    return text.find(w) != std::string::npos;
   });
   if (!maybe) {
     if (text[text.find_first_not_of(" \t")] == '{' && json::accept(text)) {

@@ -62,6 +62,7 @@ class LogScan {
  private:
   void line(const std::string& text, const Handler& on_event);
   std::vector<std::string> paths_, wanted_;
+  std::vector<std::string> quoted_;  // "\"transaction\"": lines without one are not parsed
 };
 
 // A short English summary of what was skipped, e.g. "2 lines not JSON, 120 other events";

@@ -75,12 +75,12 @@ std::string replay_text(const ReplayReport& r) {
 
   out += "\nDecisions under the new policy:\n";
   char line[160];
-  std::snprintf(line, sizeof line, "  %-9s %-8s %-30s %8s\n", "stage", "verdict", "rule", "count");
+  std::snprintf(line, sizeof line, "  %-9s %-8s %-34s %8s\n", "stage", "verdict", "rule", "count");
   out += line;
   for (const auto& [key, n] : r.decisions) {
     const auto& [stage, verdict, rule, enforced] = key;
     const std::string shown = rule + (enforced ? "" : " (dry-run)");
-    std::snprintf(line, sizeof line, "  %-9s %-8s %-30s %8llu\n",
+    std::snprintf(line, sizeof line, "  %-9s %-8s %-34s %8llu\n",
                   std::string(to_string(stage)).c_str(), std::string(to_string(verdict)).c_str(),
                   shown.c_str(), static_cast<unsigned long long>(n));
     out += line;

@@ -950,7 +950,7 @@ class AdminTest(DefenceTestCase):
         # A backend nobody listens on: not ready, and why; the gateway itself is alive.
         down = self.start_gateway(self.policy(backend_address="127.0.0.1:%d" % support.free_port()))
         status, _, body = support.wait_until(
-            lambda: (lambda r: r if r[0] == 503 and "backend" in r[2] else None)(
+            lambda: (lambda r: r if r[0] == 503 and "backend:" in r[2] else None)(
                 self.admin(down, "GET", "/readyz")), timeout=10, message="/readyz 503")
         self.assertIn("not ready: backend: connect: connection refused", body)
         self.assertEqual(self.admin(down, "GET", "/healthz")[:3:2], (200, "ok\n"))

@@ -49,9 +49,10 @@ struct Tx {
   std::string auth = "none", login;
 
   std::string line() const {
-    nlohmann::ordered_json j = {{"ts", ts},          {"event", "transaction"}, {"session", session},
-                                {"client", client},  {"listener", listener},   {"class", cls},
-                                {"outcome", outcome}, {"stage", stage}};
+    nlohmann::ordered_json j = {
+        {"ts", ts},           {"event", "transaction"}, {"session", session},
+        {"client", client},   {"listener", listener},   {"class", cls},
+        {"outcome", outcome}, {"stage", stage}};
     if (!rule.empty()) j["rule"] = rule;
     j["reply"] = reply;
     j["from"] = from;
@@ -67,7 +68,8 @@ struct Tx {
 };
 
 // A submission transaction of `login` from `client`, sending as `from`.
-inline Tx submission(std::string login, std::string from, std::string client = "203.0.113.10:5000") {
+inline Tx submission(std::string login, std::string from,
+                     std::string client = "203.0.113.10:5000") {
   Tx t;
   t.listener = "sub";
   t.cls = "submission";
@@ -83,20 +85,33 @@ inline Tx submission(std::string login, std::string from, std::string client = "
 // An enforced refusal of a recipient, as the session logs it before its transaction line.
 inline std::string rcpt_refused(const std::string& session, const std::string& client,
                                 const std::string& rule, const std::string& rcpt) {
-  nlohmann::ordered_json j = {
-      {"ts", "2026-12-01T10:00:00.000Z"}, {"event", "decision"}, {"session", session},
-      {"client", client}, {"listener", "mx"}, {"class", "mx"}, {"stage", "rcpt"},
-      {"rule", rule}, {"verdict", "reject"}, {"enforced", true}, {"reason", "test"},
-      {"reply", "554 5.7.1 Relay access denied"}, {"rcpt", rcpt}};
+  nlohmann::ordered_json j = {{"ts", "2026-12-01T10:00:00.000Z"},
+                              {"event", "decision"},
+                              {"session", session},
+                              {"client", client},
+                              {"listener", "mx"},
+                              {"class", "mx"},
+                              {"stage", "rcpt"},
+                              {"rule", rule},
+                              {"verdict", "reject"},
+                              {"enforced", true},
+                              {"reason", "test"},
+                              {"reply", "554 5.7.1 Relay access denied"},
+                              {"rcpt", rcpt}};
   return j.dump() + "\n";
 }
 
 // mx, a STARTTLS submission listener and an auto one; `extra` adds top-level members.
-inline std::shared_ptr<smtpgate::Policy> policy(const std::string& extra = "") {
+// `lists`: the members of "lists"; `domains`: the local domains.
+inline std::shared_ptr<smtpgate::Policy> policy(
+    const std::string& extra = "", const std::string& lists = R"("cms": ["203.0.113.10"])",
+    const std::string& domains = R"("example.com", "example.net")") {
   std::string text = R"({
     "version": 1, "hostname": "mx.example.com",
-    "local_domains": ["example.com", "example.net"],
-    "lists": { "cms": ["203.0.113.10"] },
+    "local_domains": [)" +
+                     domains + R"(],
+    "lists": { )" + lists +
+                     R"( },
     "listeners": [
       { "name": "mx", "listen": "127.0.0.1:25", "class": "mx" },
       { "name": "sub", "listen": "127.0.0.1:587", "class": "submission" },
