@@ -51,6 +51,7 @@ AdminResponse error_response(int status) {
 struct ParsedRequest {
   std::string_view method;
   std::string_view path;
+  std::string_view query;
   int error = 0;          // an HTTP status when the request is refused by the server itself
   bool has_body = false;  // the client announced a body it may still be sending
 };
@@ -119,7 +120,9 @@ ParsedRequest parse_head(std::string_view head) {
   if (req.error) return req;
 
   req.method = method;
-  req.path = target.substr(0, target.find('?'));
+  const size_t q = target.find('?');
+  req.path = target.substr(0, q);
+  if (q != std::string_view::npos) req.query = target.substr(q + 1);
   if (method != "GET" && method != "POST" && method != "DELETE") req.error = 405;
   return req;
 }
@@ -291,7 +294,7 @@ class AdminServer::Client final : public Connection::Handler, public Timer::Hand
       respond(error_response(req.error), req.has_body || more_input);
       return;
     }
-    AdminResponse r = server_.handler_.handle(req.method, req.path);
+    AdminResponse r = server_.handler_.handle(req.method, req.path, req.query);
     if (state_ != State::Reading) return;  // the handler closed the server
     respond(r, more_input);
   }

@@ -38,9 +38,10 @@ class AdminServer final : public Timer::Handler {
  public:
   class Handler {
    public:
-    // `path` is the request target without its query string, not percent-decoded.
-    // `method` is GET, POST or DELETE (others are answered 405 by the server).
-    virtual AdminResponse handle(std::string_view method, std::string_view path) = 0;
+    // `path` is the request target without its query string, `query` what followed the '?'
+    // (both not percent-decoded). `method` is GET, POST or DELETE (others get 405).
+    virtual AdminResponse handle(std::string_view method, std::string_view path,
+                                 std::string_view query) = 0;
 
    protected:
     ~Handler() = default;

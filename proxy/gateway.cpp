@@ -4,11 +4,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstring>
 #include <iostream>
 #include <random>
 
+#include "policy/duration.h"
 #include "policy/loader.h"
 #include "policy/replies.h"
 #include "policy/restart_needed.h"
@@ -18,6 +20,7 @@
 #include "proxy/service_notify.h"
 #include "proxy/session.h"
 #include "proxy/tls_files.h"
+#include "proxy/unix_time.h"
 
 namespace smtpgate {
 namespace {
@@ -31,27 +34,6 @@ std::string to_sockaddr(const std::string& host, uint16_t port, sockaddr_storage
     return "bad IPv4 address " + host;
   }
   return {};
-}
-
-UnixMillis unix_now() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-// Whole seconds for the admin API and log lines (a ban's times share their fraction, so
-// until - since stays its duration); what is left of a ban rounds up.
-int64_t floor_s(UnixMillis ms) {
-  return ms / 1000;
-}
-int64_t ceil_s(UnixMillis ms) {
-  return (ms + 999) / 1000;
-}
-
-// Admin answers carry text from files and clients (policy errors, ban reasons): invalid
-// UTF-8 is replaced, never thrown inside a libuv callback.
-std::string dump_json(const nlohmann::json& j, int indent = -1) {
-  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace
@@ -440,64 +422,6 @@ void Gateway::load_bans() {
 }
 
 // ---------------------------------------------------------------- admin endpoint
-
-AdminResponse Gateway::handle(std::string_view method, std::string_view path) {
-  const std::string json = "application/json";
-  if (path == "/healthz") {
-    if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
-    if (draining_) return {503, "text/plain", "draining\n"};
-    // Still serving (bans hold in memory), but an operator must see it.
-    if (journal_failing_)
-      return {200, "text/plain",
-              "degraded: ban state not written: " + journal_->last_error() + "\n"};
-    return {200, "text/plain", "ok\n"};
-  }
-  if (path == "/readyz") {
-    if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
-    if (draining_) return {503, "text/plain", "not ready: draining\n"};
-    const std::string why = probe_ ? probe_->check(uv_now(&loop_)) : "no probe";
-    if (!why.empty()) return {503, "text/plain", "not ready: " + why + "\n"};
-    return {200, "text/plain", "ready\n"};
-  }
-  if (path == "/metrics") {
-    if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
-    metrics_.set_bans_active(bans_.active(unix_now()).size());
-    metrics_.set_log_dropped(log_.dropped_total());
-    metrics_.set_state_write_errors(journal_ ? journal_->write_errors() : 0);
-    return {200, "text/plain; version=0.0.4", metrics_.render_prometheus()};
-  }
-  if (path == "/reload") {
-    if (method != "POST") return {405, "text/plain", "POST only\n", "POST"};
-    std::vector<std::string> not_applied;
-    std::string err = reload(&not_applied);
-    if (!err.empty()) return {400, json, dump_json({{"result", "rejected"}, {"errors", err}})};
-    if (not_applied.empty()) return {200, json, dump_json({{"result", "loaded"}})};
-    return {200, json, dump_json({{"result", "partial"}, {"not_applied", not_applied}})};
-  }
-  if (path == "/bans") {
-    if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
-    UnixMillis now = unix_now();
-    nlohmann::json list = nlohmann::json::array();
-    for (const auto& e : bans_.active(now))
-      list.push_back({{"ip", e.ip.to_string()},
-                      {"since", floor_s(e.since)},
-                      {"until", floor_s(e.until)},
-                      {"remaining_s", ceil_s(e.until - now)},
-                      {"offense", e.offense},
-                      {"reason", e.reason}});
-    return {200, json, dump_json({{"bans", list}}, 1)};
-  }
-  if (path.starts_with("/bans/")) {
-    if (method != "DELETE") return {405, "text/plain", "DELETE only\n", "DELETE"};
-    auto ip = IpAddress::parse(path.substr(6));
-    if (!ip) return {400, json, "{\"error\": \"not an IP address\"}\n"};
-    if (!bans_.unban(*ip)) return {404, json, "{\"error\": \"not banned\"}\n"};
-    if (journal_) journal_->record_unban(*ip);
-    log_.write("ban", {{"ip", ip->to_string()}, {"action", "unban"}, {"reason", "admin"}});
-    return {200, json, dump_json({{"unbanned", ip->to_string()}})};
-  }
-  return {404, "text/plain", "not found\n"};
-}
 
 int run_gateway(const RunOptions& options) {
   Gateway gw(options);

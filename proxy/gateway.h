@@ -75,7 +75,8 @@ class Gateway final : public AdminServer::Handler {
   int64_t now_ms() { return static_cast<int64_t>(uv_now(&loop_)); }
 
   // The admin endpoint.
-  AdminResponse handle(std::string_view method, std::string_view path) override;
+  AdminResponse handle(std::string_view method, std::string_view path,
+                       std::string_view query) override;
   const ConfigSnapshot& config() const { return config_; }
   std::string next_session_id();
 
@@ -101,6 +102,8 @@ class Gateway final : public AdminServer::Handler {
   void forget_ban_waiter(Session* s);
   // Dry-run: logs the ban that enforcement would apply; changes nothing.
   void would_ban(const IpAddress& ip, const std::string& reason, const std::string& session);
+  // POST /bans/IP[?for=DURATION&reason=TEXT]: an operator's ban (default brute_force.ban).
+  AdminResponse add_ban(std::string_view ip, std::string_view query);
 
  private:
   static void on_connection(uv_stream_t* server, int status);

@@ -8,6 +8,7 @@
 
 #include "policy/loader.h"
 #include "proxy/admin_client.h"
+#include "proxy/bans_cli.h"
 #include "proxy/gateway.h"
 #include "proxy/smtp/explain.h"
 #include "proxy/tls_files.h"
@@ -99,16 +100,23 @@ int main(int argc, char** argv) {
     tool->add_flag("--json", json, "print one JSON document");
   }
 
-  auto* bans = app.add_subcommand("bans", "list or lift bans through the admin endpoint");
+  auto* bans = app.add_subcommand("bans", "list, add or lift bans through the admin endpoint");
   bans->require_subcommand(1);
   std::string admin_addr;
   bans->add_option("--admin", admin_addr, "admin address host:port (default: from -c policy)");
   bans->add_option("-c,--config", policy_path, "policy file naming admin.listen");
   auto* bans_list = bans->add_subcommand("list", "list active bans");
   auto* bans_unban = bans->add_subcommand("unban", "lift the ban of an IP");
+  auto* bans_add_cmd = bans->add_subcommand("add", "ban an IP now");
   // `bans list --admin X`: options of `bans` may follow its subcommand.
   bans_list->fallthrough();
   bans_unban->fallthrough();
+  bans_add_cmd->fallthrough();
+  bans_list->add_flag("--json", json, "the admin endpoint's JSON, not a table");
+  std::string add_ip, add_for, add_reason;
+  bans_add_cmd->add_option("ip", add_ip, "IP address")->required();
+  bans_add_cmd->add_option("--for", add_for, "duration, e.g. 1d (default brute_force.ban)");
+  bans_add_cmd->add_option("--reason", add_reason, "why (logged with the ban)");
   std::string unban_ip;
   bans_unban->add_option("ip", unban_ip, "IP address")->required();
 
@@ -206,7 +214,8 @@ int main(int argc, char** argv) {
       }
       admin_addr = r.policy->admin.host + ":" + std::to_string(r.policy->admin.port);
     }
-    if (*bans_list) return admin_request(admin_addr, "GET", "/bans");
+    if (*bans_list) return smtpgate::bans_list(admin_addr, json);
+    if (*bans_add_cmd) return bans_add(admin_addr, add_ip, add_for, add_reason);
     if (*bans_unban) return admin_request(admin_addr, "DELETE", "/bans/" + unban_ip);
   }
   return 1;

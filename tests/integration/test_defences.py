@@ -342,6 +342,35 @@ class BruteForceTest(DefenceTestCase):
             self.assertRefusedAtConnect(gw2, other, "mx")
         self.assertNotIn(other, self.bans(gw2))
 
+    def test_bans_add_and_the_table(self):
+        ip = "127.0.0.63"
+        gw = self.start_gateway(self.policy(brute_force={"never_ban": ["127.0.0.64"]}))
+        out = self.bans_cli("add", ip, "--for", "2h", "--reason", "seen in the firewall log",
+                            "-c", gw.policy_path)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertRegex(out.stdout, r"^banned 127\.0\.0\.63 until \d{4}-\d\d-\d\dT.*Z \(2h\)$")
+        self.assertRefusedAtConnect(gw, ip)
+        ban = gw.wait_for_log(event="ban", ip=ip)
+        self.assertEqual((ban["duration_s"], ban["reason"]),
+                         (7200, "admin: seen in the firewall log"), ban)
+        self.assertIn(ip, self.state_ips())          # the journal has it: it survives a restart
+        table = self.bans_cli("list", "-c", gw.policy_path)
+        self.assertEqual(table.returncode, 0, table.stderr)
+        lines = table.stdout.splitlines()
+        self.assertTrue(lines[0].startswith("IP "), lines)
+        row = [l for l in lines if l.startswith(ip)]
+        self.assertEqual(len(row), 1, lines)
+        self.assertIn("seen in the firewall log", row[0])
+        self.assertRegex(row[0], r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z")
+        raw = self.bans_cli("list", "--json", "-c", gw.policy_path)
+        self.assertIn(ip, json.loads(raw.stdout)["bans"][0]["ip"])
+        # A never_ban address cannot be banned by hand either (the ban would not hold).
+        refused = self.bans_cli("add", "127.0.0.64", "-c", gw.policy_path)
+        self.assertEqual(refused.returncode, 1, refused.stdout)
+        self.assertIn("never_ban", refused.stderr)
+        bad = self.bans_cli("add", ip, "--for", "soon", "-c", gw.policy_path)
+        self.assertEqual(bad.returncode, 1)
+
     def test_never_ban_host_is_not_banned(self):
         ip = "127.0.0.32"
         gw = self.start_gateway(self.policy(

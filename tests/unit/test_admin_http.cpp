@@ -23,7 +23,8 @@ namespace {
 // Routes like the gateway's admin endpoint, and remembers what it was asked.
 class FakeAdmin final : public AdminServer::Handler {
  public:
-  AdminResponse handle(std::string_view method, std::string_view path) override {
+  AdminResponse handle(std::string_view method, std::string_view path,
+                       std::string_view /*query*/) override {
     calls.push_back(std::string(method) + " " + std::string(path));
     if (path == "/healthz") {
       if (method != "GET") return {405, "text/plain", "use GET\n", "GET"};
