@@ -56,6 +56,22 @@ BanEntry BanList::ban(const IpAddress& ip, UnixMillis now, const BruteForcePolic
   return e;
 }
 
+BanEntry BanList::ban_for(const IpAddress& ip, UnixMillis now, UnixMillis duration_ms,
+                          std::string reason) {
+  auto& h = history_[ip];
+  h.offenses++;
+  BanEntry e;
+  e.ip = ip;
+  e.since = now;
+  e.until = now + duration_ms;
+  e.offense = h.offenses;
+  e.reason = std::move(reason);
+  h.last_until = std::max(h.last_until, e.until);
+  bans_[ip] = e;
+  failures_.erase(ip.to_string());
+  return e;
+}
+
 bool BanList::banned(const IpAddress& ip, UnixMillis now) const {
   auto it = bans_.find(ip);
   return it != bans_.end() && it->second.until > now;

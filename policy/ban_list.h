@@ -38,6 +38,8 @@ class BanList {
   uint32_t record_failure(const IpAddress& ip, UnixMillis now, const BruteForcePolicy& bf);
   // Bans `ip` (escalated per its earlier offenses); resets its failure count.
   BanEntry ban(const IpAddress& ip, UnixMillis now, const BruteForcePolicy& bf, std::string reason);
+  // An operator's ban (`smtpgate bans add`): `duration_ms` as given, counted as an offense.
+  BanEntry ban_for(const IpAddress& ip, UnixMillis now, UnixMillis duration_ms, std::string reason);
   bool banned(const IpAddress& ip, UnixMillis now) const;
   std::optional<BanEntry> find(const IpAddress& ip, UnixMillis now) const;
   bool unban(const IpAddress& ip);

@@ -314,3 +314,20 @@ TEST_CASE("BanList: corrupt documents are rejected and nothing is loaded", "[ban
     CHECK(b.active(kT0 + 1 * kSec).size() == 1);
   }
 }
+
+TEST_CASE("BanList: an operator's ban lasts as given and counts as an offense", "[ban_list]") {
+  BanList list;
+  const auto bf = defaults();
+  const IpAddress ip = *IpAddress::parse("192.0.2.9");
+  const BanEntry e = list.ban_for(ip, 1000, 7'200'000, "admin: firewall log");
+  CHECK(e.since == 1000);
+  CHECK(e.until == 7'201'000);
+  CHECK(e.offense == 1);
+  CHECK(e.reason == "admin: firewall log");
+  CHECK(list.banned(ip, 7'200'999));
+  CHECK_FALSE(list.banned(ip, 7'201'000));
+  // An automatic ban later escalates from it.
+  const BanEntry next = list.ban(ip, 8'000'000, bf, "brute force");
+  CHECK(next.offense == 2);
+  CHECK(next.until - next.since == bf.ban.count() * 1000 * 4);
+}
