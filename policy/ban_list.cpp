@@ -35,6 +35,24 @@ uint32_t BanList::record_failure(const IpAddress& ip, UnixMillis now, const Brut
   return count;
 }
 
+bool BanList::repeated_failure(uint64_t key, UnixMillis now, Seconds window) {
+  const UnixMillis horizon = now - window.count() * 1000;
+  while (!key_order_.empty() &&
+         (key_order_.front().first <= horizon || failed_keys_.size() > kMaxTrackedKeys)) {
+    auto [t, k] = key_order_.front();
+    key_order_.pop_front();
+    auto it = failed_keys_.find(k);
+    if (it != failed_keys_.end() && it->second == t) failed_keys_.erase(it);
+  }
+  auto [it, inserted] = failed_keys_.emplace(key, now);
+  if (!inserted) {
+    if (it->second > horizon) return true;  // counted within the window: not again
+    it->second = now;                       // counted long ago: this one counts
+  }
+  key_order_.emplace_back(now, key);
+  return false;
+}
+
 BanEntry BanList::ban(const IpAddress& ip, UnixMillis now, const BruteForcePolicy& bf,
                       std::string reason) {
   auto& h = history_[ip];

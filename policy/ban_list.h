@@ -36,6 +36,11 @@ class BanList {
 
   // Records one failure; returns the failures of `ip` within `window`, this one included.
   uint32_t record_failure(const IpAddress& ip, UnixMillis now, const BruteForcePolicy& bf);
+  // Stale passwords: true when a failure with this key (a keyed hash of address, login and
+  // password, made by the caller) was counted within `window`; otherwise remembers it and
+  // returns false. At most kMaxTrackedKeys are kept, the oldest dropped first.
+  static constexpr size_t kMaxTrackedKeys = 200000;
+  bool repeated_failure(uint64_t key, UnixMillis now, Seconds window);
   // Bans `ip` (escalated per its earlier offenses); resets its failure count.
   BanEntry ban(const IpAddress& ip, UnixMillis now, const BruteForcePolicy& bf, std::string reason);
   // An operator's ban (`smtpgate bans add`): `duration_ms` as given, counted as an offense.
@@ -80,6 +85,8 @@ class BanList {
   std::map<IpAddress, History> history_;
   std::unordered_map<std::string, std::deque<UnixMillis>> failures_;  // key: ip text
   std::deque<std::pair<UnixMillis, std::string>> failure_order_;      // for eviction
+  std::unordered_map<uint64_t, UnixMillis> failed_keys_;              // key -> when it was counted
+  std::deque<std::pair<UnixMillis, uint64_t>> key_order_;             // for expiry and eviction
 };
 
 }  // namespace smtpgate

@@ -72,7 +72,7 @@ const std::vector<Section>& schema() {
       {"submission.limits", {"messages_per_hour", "recipients_per_hour", "max_recipients"}},
       {"brute_force",
        {"mode", "max_failures", "window", "ban", "ban_multiplier", "max_ban", "never_ban",
-        "state_file", "count_access_refusals"}},
+        "state_file", "count_access_refusals", "distinct_passwords"}},
       {"connections", {"max_total", "max_per_ip", "rate_per_ip"}},
       {"timeouts",
        {"command", "data", "backend_connect", "backend_reply", "backend_data_done", "drain"}},
@@ -1094,6 +1094,8 @@ void Loader::parse_brute_force(const json& v, const std::string& p) {
   read(v, p, "mode", bf.mode, [&](auto& x, auto& q) { return as_mode(x, q); });
   read(v, p, "max_failures", bf.max_failures, [&](auto& x, auto& q) { return as_u32(x, q, 1); });
   read(v, p, "count_access_refusals", bf.count_access_refusals,
+       [&](auto& x, auto& q) { return as_bool(x, q); });
+  read(v, p, "distinct_passwords", bf.distinct_passwords,
        [&](auto& x, auto& q) { return as_bool(x, q); });
   auto duration = [&](auto& x, auto& q) { return as_duration(x, q, false); };
   read(v, p, "window", bf.window, duration);

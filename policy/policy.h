@@ -72,6 +72,8 @@ struct BruteForcePolicy {
   // A connection refused by mx.access or submission.access counts as a failure too, so a
   // bot hammering a port it may not use is banned like a password guesser.
   bool count_access_refusals = false;
+  // A wrong password retried from one address for one login counts once per window.
+  bool distinct_passwords = true;
 };
 
 struct ConnectionLimits {

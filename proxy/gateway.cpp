@@ -346,6 +346,10 @@ bool Gateway::banned(const IpAddress& ip) {
   return bans_.banned(ip, unix_now());
 }
 
+bool Gateway::repeated_failure(uint64_t key) {
+  return bans_.repeated_failure(key, unix_now(), policy_->brute_force.window);
+}
+
 uint32_t Gateway::record_auth_failure(const IpAddress& ip) {
   return bans_.record_failure(ip, unix_now(), policy_->brute_force);
 }

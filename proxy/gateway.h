@@ -20,6 +20,7 @@
 #include "proxy/ban_journal.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
+#include "proxy/password_key.h"
 #include "proxy/session_registry.h"
 #include "proxy/tls_channel.h"
 
@@ -92,6 +93,9 @@ class Gateway final : public AdminServer::Handler {
   bool banned(const IpAddress& ip);
   // Records one counted AUTH failure; returns the failures within the window, this included.
   uint32_t record_auth_failure(const IpAddress& ip);
+  // brute_force.distinct_passwords (BanList::repeated_failure; the keyer's key is in memory).
+  const PasswordKeyer& password_keyer() const { return keyer_; }
+  bool repeated_failure(uint64_t key);
   // Bans `ip` at once; returns the state-file record to wait for before the banned client
   // hears its reply (0: nothing to wait for). See wait_for_ban_record().
   uint64_t ban(const IpAddress& ip, const std::string& reason, const std::string& session);
@@ -138,6 +142,7 @@ class Gateway final : public AdminServer::Handler {
   std::unique_ptr<BackendProbe> probe_;  // with an admin endpoint: GET /readyz
   uv_timer_t housekeeping_{};            // expires bans
   BanList bans_;
+  PasswordKeyer keyer_;
   std::unique_ptr<BanJournal> journal_;  // with brute_force.state_file
   std::vector<Session*> ban_waiters_;    // sessions holding a reply until their ban is on disk
   uint64_t journal_errors_seen_ = 0;

@@ -42,6 +42,15 @@ uint32_t SessionServices::record_auth_failure(const IpAddress& ip) {
   return gw_.record_auth_failure(ip);
 }
 
+uint64_t SessionServices::password_key(const IpAddress& ip, std::string_view login,
+                                       std::string_view password) {
+  return gw_.password_keyer().key(ip, login, password);
+}
+
+bool SessionServices::repeated_failure(uint64_t key) {
+  return gw_.repeated_failure(key);
+}
+
 void SessionServices::ban(const IpAddress& ip, const std::string& reason) {
   ban_record_ = gw_.ban(ip, reason, id_);
 }

@@ -32,6 +32,9 @@ class SessionServices final : public smtp::DialogueServices {
   uint32_t messages_last_hour(std::string_view login) override;
   uint32_t recipients_last_hour(std::string_view login) override;
   uint32_t record_auth_failure(const IpAddress& ip) override;
+  uint64_t password_key(const IpAddress& ip, std::string_view login,
+                        std::string_view password) override;
+  bool repeated_failure(uint64_t key) override;
   void ban(const IpAddress& ip, const std::string& reason) override;
   void would_ban(const IpAddress& ip, const std::string& reason) override;
   void decision(const Decision& d, const smtp::DecisionFacts& facts) override;

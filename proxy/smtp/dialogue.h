@@ -102,6 +102,12 @@ class DialogueServices {
   virtual uint32_t recipients_last_hour(std::string_view login) = 0;
   // A failed login from `ip`: how many are counted in the brute-force window, this one too.
   virtual uint32_t record_auth_failure(const IpAddress& ip) = 0;
+  // Stale passwords (brute_force.distinct_passwords): a keyed hash of the attempt (address,
+  // login, password) whose key lives only in memory, 0 when not kept; and whether a failure
+  // with the same key was counted within the window (then it is not counted again).
+  virtual uint64_t password_key(const IpAddress& ip, std::string_view login,
+                                std::string_view password) = 0;
+  virtual bool repeated_failure(uint64_t key) = 0;
   // Bans `ip` (the reply that announces it waits until the ban is on disk); would_ban: dry-run.
   virtual void ban(const IpAddress& ip, const std::string& reason) = 0;
   virtual void would_ban(const IpAddress& ip, const std::string& reason) = 0;
@@ -262,7 +268,9 @@ class Dialogue {
   static std::string offered_login(const Command& cmd);  // from an initial response, or
   void auth_failed_locally(std::string_view reply, bool counts);
   // Counts one failure toward a ban; true when it banned the client (and closed).
-  bool count_auth_failure(std::string_view sent_reply);
+  // `password_key`: the credentials the backend rejected (0: a refusal by policy, which
+  // counts every attempt).
+  bool count_auth_failure(std::string_view sent_reply, uint64_t password_key = 0);
 
   // replies
   void greet();
@@ -307,6 +315,7 @@ class Dialogue {
   bool first_line_seen_ = false;    // an HTTP request is recognised on the first line only
   bool backend_auth_lost_ = false;  // an authenticated session's backend connection dropped
   bool auth_tried_ = false;
+  uint64_t password_key_ = 0;  // of the credentials the backend is judging
   bool draining_ = false;
   std::string tls_version_, tls_cipher_;
   // A refusal waiting for the TLS handshake (implicit-TLS listeners: handshake first).

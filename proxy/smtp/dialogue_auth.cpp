@@ -73,6 +73,9 @@ void Dialogue::auth_with(Credentials creds) {
     return;
   }
   replies_.add_owed(BackendCommand::Auth);
+  password_key_ = policy_.brute_force.distinct_passwords
+                      ? services_.password_key(facts_.client, creds.authcid, creds.password)
+                      : 0;
   waiting_ = true;
   io_.clear_deadline();
 }
@@ -92,7 +95,9 @@ void Dialogue::reply_to_auth(const BackendReply& r) {
       ok ? AuthOutcome::Ok : (r.transient() ? AuthOutcome::Tempfail : AuthOutcome::Failed),
       first_line(r.raw));
   backend_reply_arrived(ok ? std::string_view(replies::auth_ok().wire) : r.raw);
-  if (!ok && r.permanent()) count_auth_failure(r.raw);
+  const uint64_t key = password_key_;
+  password_key_ = 0;
+  if (!ok && r.permanent()) count_auth_failure(r.raw, key);
   command_deadline();
 }
 
@@ -102,7 +107,11 @@ void Dialogue::auth_failed_locally(std::string_view text, bool counts) {
   if (counts) count_auth_failure(text);
 }
 
-bool Dialogue::count_auth_failure(std::string_view sent) {
+bool Dialogue::count_auth_failure(std::string_view sent, uint64_t password_key) {
+  // A wrong password retried (a phone with an old one saved) counts once per window.
+  if (password_key != 0 && policy_.brute_force.distinct_passwords &&
+      services_.repeated_failure(password_key))
+    return false;
   const uint32_t n = services_.record_auth_failure(facts_.client);
   Decision d = engine::brute_force(policy_, facts_, n);
   if (d.verdict != Verdict::Ban) {

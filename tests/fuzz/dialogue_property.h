@@ -140,6 +140,10 @@ class DialogueHarness final : public smtp::DialogueIo, public smtp::DialogueServ
   uint32_t messages_last_hour(std::string_view) override { return 0; }
   uint32_t recipients_last_hour(std::string_view) override { return 0; }
   uint32_t record_auth_failure(const IpAddress&) override { return ++failures_; }
+  uint64_t password_key(const IpAddress&, std::string_view, std::string_view) override {
+    return 0;  // every failure counts here
+  }
+  bool repeated_failure(uint64_t) override { return false; }
   void ban(const IpAddress&, const std::string& reason) override { check_text(reason); }
   void would_ban(const IpAddress&, const std::string& reason) override { check_text(reason); }
   void decision(const Decision& d, const smtp::DecisionFacts& f) override {

@@ -136,7 +136,12 @@ class DefenceTestCase(IntegrationTestCase):
         self.assertTrue(c.is_closed(), "connection stays open after 554 at connect")
         return r
 
-    def bad_auth(self, c, user=LOGIN, password=WRONG):
+    def bad_auth(self, c, user=LOGIN, password=None):
+        # A guesser tries a new password each time (brute_force.distinct_passwords counts a
+        # repeated one once); every one starts with WRONG, so a leak of any is caught.
+        if password is None:
+            self._guesses = getattr(self, "_guesses", 0) + 1
+            password = "%s-%d" % (WRONG, self._guesses)
         return c.command(b"AUTH PLAIN " + plain_blob(user, password))
 
     def login(self, gw, source, user=LOGIN, password=PASSWORD):
@@ -370,6 +375,33 @@ class BruteForceTest(DefenceTestCase):
         self.assertIn("never_ban", refused.stderr)
         bad = self.bans_cli("add", ip, "--for", "soon", "-c", gw.policy_path)
         self.assertEqual(bad.returncode, 1)
+
+    def test_a_stale_password_counts_once_distinct_ones_ban(self):
+        # A phone retrying its old saved password: 20 attempts, one failure, no ban.
+        ip = "127.0.0.65"
+        gw = self.start_gateway(self.policy(brute_force={"max_failures": 3}))
+        c = self.greeted(gw, ip)
+        for _ in range(20):
+            self.assertReply(self.bad_auth(c, password="0ld-Saved-pw"), 535)
+        self.assertReply(c.command("NOOP"), 250)
+        self.assertNotIn(ip, self.bans(gw))
+        # A guesser: three different wrong passwords, the ban.
+        guesser = "127.0.0.66"
+        g = self.greeted(gw, guesser)
+        for pw in ("guess-one", "guess-two"):
+            self.assertReply(self.bad_auth(g, password=pw), 535)
+        self.assertReply(self.bad_auth(g, password="guess-three"), 535)
+        self.assertTrue(g.is_closed())
+        self.assertIn(guesser, self.bans(gw))
+        self.assertEqual(gw.stop(), 0)                  # every log line is in now
+        # No password, and nothing that could be a hash of one, in the logs or the state file.
+        with open(self.state_file, "rb") as f:
+            state = f.read().decode("utf-8", "replace")
+        for text in (gw.text(), state):
+            for pw in ("0ld-Saved-pw", "guess-one", "guess-two", "guess-three", PASSWORD):
+                self.assertNotIn(pw, text)
+            self.assertIsNone(re.search(r"[0-9a-fA-F]{16,}", text.replace("-", "")),
+                              re.search(r".{40}[0-9a-fA-F]{16,}.{10}", text.replace("-", "")))
 
     def test_never_ban_host_is_not_banned(self):
         ip = "127.0.0.32"

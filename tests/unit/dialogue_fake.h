@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -157,6 +158,15 @@ class FakeServices final : public DialogueServices {
     return recipients_sent;
   }
   uint32_t record_auth_failure(const IpAddress&) override { return failures_before + ++failures; }
+  // Stale passwords: a plain hash stands in for the gateway's keyed one.
+  uint64_t password_key(const IpAddress& ip, std::string_view login,
+                        std::string_view password) override {
+    return std::hash<std::string>{}(ip.to_string() + '\0' + std::string(login) + '\0' +
+                                    std::string(password)) |
+           1;
+  }
+  bool repeated_failure(uint64_t key) override { return !failed_keys.insert(key).second; }
+  std::set<uint64_t> failed_keys;
   void ban(const IpAddress& ip, const std::string& reason) override {
     bans.push_back({ip, reason});
   }
@@ -185,8 +195,8 @@ class FakeServices final : public DialogueServices {
     transactions.push_back(r);
     // A message line is logged for a body that went to the backend (sent, or failed).
     if (t.message)
-      messages.push_back({std::string(t.from), t.size, t.accepted_count, std::string(t.reply) + "\r\n",
-                          t.outcome == "delivered"});
+      messages.push_back({std::string(t.from), t.size, t.accepted_count,
+                          std::string(t.reply) + "\r\n", t.outcome == "delivered"});
   }
   void class_changed() override { ++class_changes; }
 

@@ -331,3 +331,23 @@ TEST_CASE("BanList: an operator's ban lasts as given and counts as an offense", 
   CHECK(next.offense == 2);
   CHECK(next.until - next.since == bf.ban.count() * 1000 * 4);
 }
+
+TEST_CASE("BanList: a failure key counts once within the window", "[ban_list]") {
+  BanList list;
+  const smtpgate::Seconds window{600};
+  CHECK_FALSE(list.repeated_failure(42, kT0, window));       // counted
+  CHECK(list.repeated_failure(42, kT0 + 1 * kSec, window));  // the same password again
+  CHECK(list.repeated_failure(42, kT0 + 599 * kSec, window));
+  CHECK_FALSE(list.repeated_failure(43, kT0 + 2 * kSec, window));    // another password
+  CHECK_FALSE(list.repeated_failure(42, kT0 + 600 * kSec, window));  // the window has passed
+  CHECK(list.repeated_failure(42, kT0 + 601 * kSec, window));
+}
+
+TEST_CASE("BanList: failure keys are bounded, the oldest dropped first", "[ban_list]") {
+  BanList list;
+  const smtpgate::Seconds window{86400};
+  for (uint64_t k = 1; k <= BanList::kMaxTrackedKeys + 10; ++k)
+    CHECK_FALSE(list.repeated_failure(k, kT0 + static_cast<UnixMillis>(k), window));
+  CHECK_FALSE(list.repeated_failure(1, kT0 + 2 * kDay / 4, window));  // forgotten: counts
+  CHECK(list.repeated_failure(BanList::kMaxTrackedKeys + 10, kT0 + 2 * kDay / 4, window));
+}

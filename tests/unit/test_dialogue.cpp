@@ -1779,3 +1779,30 @@ TEST_CASE("dialogue: a transaction record for every way a transaction ends", "[d
     CHECK(h.services.transactions[0].recipients.size() == Dialogue::kMaxRecordedRecipients);
   }
 }
+
+TEST_CASE("dialogue: a wrong password retried counts once (distinct_passwords)", "[dialogue]") {
+  Options o("submission");
+  o.parts.brute_force = R"({ "max_failures": 3 })";
+  Harness h(o);
+  h.connect();
+  h.ehlo();
+  for (int i = 0; i < 5; ++i)
+    CHECK(auth_plain(h, "user@example.com", "old-saved", "535 5.7.8 bad\r\n") ==
+          "535 5.7.8 bad\r\n");
+  CHECK(h.services.failures == 1);
+  CHECK(h.services.bans.empty());
+  CHECK(auth_plain(h, "user@example.com", "guess-2", "535 5.7.8 bad\r\n") == "535 5.7.8 bad\r\n");
+  CHECK(auth_plain(h, "user@example.com", "guess-3", "535 5.7.8 bad\r\n") == "535 5.7.8 bad\r\n");
+  CHECK(h.services.failures == 3);
+  CHECK(h.services.bans.size() == 1);  // three distinct wrong passwords: the ban
+  CHECK(h.io.closed == "banned");
+
+  // Off: every attempt counts.
+  o.parts.brute_force = R"({ "max_failures": 3, "distinct_passwords": false })";
+  Harness off(o);
+  off.connect();
+  off.ehlo();
+  for (int i = 0; i < 3; ++i) auth_plain(off, "user@example.com", "old-saved", "535 5.7.8 bad\r\n");
+  CHECK(off.services.failures == 3);
+  CHECK(off.services.bans.size() == 1);
+}
