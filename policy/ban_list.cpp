@@ -54,7 +54,7 @@ bool BanList::repeated_failure(uint64_t key, UnixMillis now, Seconds window) {
 }
 
 BanEntry BanList::ban(const IpAddress& ip, UnixMillis now, const BruteForcePolicy& bf,
-                      std::string reason) {
+                      std::string reason, uint8_t prefix) {
   auto& h = history_[ip];
   // Offenses are remembered until max_ban has passed since the last ban ended.
   if (h.offenses > 0 && now > h.last_until + bf.max_ban.count() * 1000) h.offenses = 0;
@@ -68,6 +68,7 @@ BanEntry BanList::ban(const IpAddress& ip, UnixMillis now, const BruteForcePolic
   e.until = now + static_cast<UnixMillis>(ms);
   e.offense = h.offenses;
   e.reason = std::move(reason);
+  e.prefix = prefix;
   h.last_until = e.until;
   bans_[ip] = e;
   failures_.erase(ip.to_string());
@@ -75,7 +76,7 @@ BanEntry BanList::ban(const IpAddress& ip, UnixMillis now, const BruteForcePolic
 }
 
 BanEntry BanList::ban_for(const IpAddress& ip, UnixMillis now, UnixMillis duration_ms,
-                          std::string reason) {
+                          std::string reason, uint8_t prefix) {
   auto& h = history_[ip];
   h.offenses++;
   BanEntry e;
@@ -84,6 +85,7 @@ BanEntry BanList::ban_for(const IpAddress& ip, UnixMillis now, UnixMillis durati
   e.until = now + duration_ms;
   e.offense = h.offenses;
   e.reason = std::move(reason);
+  e.prefix = prefix;
   h.last_until = std::max(h.last_until, e.until);
   bans_[ip] = e;
   failures_.erase(ip.to_string());

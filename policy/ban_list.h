@@ -27,6 +27,12 @@ struct BanEntry {
   UnixMillis until = 0;  // the first moment the address is free again
   uint32_t offense = 1;  // 1 for the first ban; each repeat multiplies the duration
   std::string reason;
+  // 0: the address alone; else `ip` is the network of an IPv6 client's /prefix (its ban
+  // covers every address in it: brute_force.ipv6_prefix).
+  uint8_t prefix = 0;
+  std::string target() const {  // "192.0.2.7", "2001:db8:1:2::/64"
+    return prefix ? ip.to_string() + "/" + std::to_string(prefix) : ip.to_string();
+  }
 };
 
 class BanList {
@@ -42,9 +48,12 @@ class BanList {
   static constexpr size_t kMaxTrackedKeys = 200000;
   bool repeated_failure(uint64_t key, UnixMillis now, Seconds window);
   // Bans `ip` (escalated per its earlier offenses); resets its failure count.
-  BanEntry ban(const IpAddress& ip, UnixMillis now, const BruteForcePolicy& bf, std::string reason);
+  // `prefix`: `ip` is an IPv6 network of that length (BanEntry::prefix).
+  BanEntry ban(const IpAddress& ip, UnixMillis now, const BruteForcePolicy& bf, std::string reason,
+               uint8_t prefix = 0);
   // An operator's ban (`smtpgate bans add`): `duration_ms` as given, counted as an offense.
-  BanEntry ban_for(const IpAddress& ip, UnixMillis now, UnixMillis duration_ms, std::string reason);
+  BanEntry ban_for(const IpAddress& ip, UnixMillis now, UnixMillis duration_ms, std::string reason,
+                   uint8_t prefix = 0);
   bool banned(const IpAddress& ip, UnixMillis now) const;
   std::optional<BanEntry> find(const IpAddress& ip, UnixMillis now) const;
   bool unban(const IpAddress& ip);

@@ -232,6 +232,14 @@ bool Cidr::contains(const IpAddress& ip) const {
   return (a[full] & mask) == (b[full] & mask);
 }
 
+IpAddress IpAddress::masked(unsigned prefix) const {
+  IpAddress out = *this;
+  const unsigned width = is_v6_ ? 128 : 32;
+  if (prefix >= width) return out;
+  clear_host_bits(out.bytes_, prefix, width);
+  return out;
+}
+
 std::string Cidr::to_string() const {
   return address.to_string() + "/" + std::to_string(prefix);
 }

@@ -29,6 +29,8 @@ class IpAddress {
   uint32_t v4_host_order() const;
   bool is_loopback() const;
   std::string to_string() const;  // canonical text (RFC 5952 for IPv6)
+  // The first `prefix` bits kept, the rest cleared (IPv4: of 32 bits, IPv6: of 128).
+  IpAddress masked(unsigned prefix) const;
 
   friend auto operator<=>(const IpAddress&, const IpAddress&) = default;
 

@@ -72,7 +72,7 @@ const std::vector<Section>& schema() {
       {"submission.limits", {"messages_per_hour", "recipients_per_hour", "max_recipients"}},
       {"brute_force",
        {"mode", "max_failures", "window", "ban", "ban_multiplier", "max_ban", "never_ban",
-        "state_file", "count_access_refusals", "distinct_passwords"}},
+        "state_file", "count_access_refusals", "distinct_passwords", "ipv6_prefix"}},
       {"connections", {"max_total", "max_per_ip", "rate_per_ip"}},
       {"timeouts",
        {"command", "data", "backend_connect", "backend_reply", "backend_data_done", "drain"}},
@@ -1097,6 +1097,15 @@ void Loader::parse_brute_force(const json& v, const std::string& p) {
        [&](auto& x, auto& q) { return as_bool(x, q); });
   read(v, p, "distinct_passwords", bf.distinct_passwords,
        [&](auto& x, auto& q) { return as_bool(x, q); });
+  read(v, p, "ipv6_prefix", bf.ipv6_prefix, [&](auto& x, auto& q) -> std::optional<uint8_t> {
+    auto n = as_u32(x, q, 16);
+    if (!n) return std::nullopt;
+    if (*n > 128) {
+      error(q, std::to_string(*n) + " is not an IPv6 prefix length (16 to 128)");
+      return std::nullopt;
+    }
+    return static_cast<uint8_t>(*n);
+  });
   auto duration = [&](auto& x, auto& q) { return as_duration(x, q, false); };
   read(v, p, "window", bf.window, duration);
   bool ban_ok = read(v, p, "ban", bf.ban, duration);

@@ -74,6 +74,8 @@ struct BruteForcePolicy {
   bool count_access_refusals = false;
   // A wrong password retried from one address for one login counts once per window.
   bool distinct_passwords = true;
+  // Bans and failure counts of an IPv6 client cover this prefix (a host owns a /64).
+  uint8_t ipv6_prefix = 64;
 };
 
 struct ConnectionLimits {

@@ -41,11 +41,13 @@ std::string dump(const nlohmann::json& j) {
 }
 
 std::string ban_record(const BanEntry& e) {
-  return dump({{"ban", e.ip.to_string()},
-               {"since", e.since},
-               {"until", e.until},
-               {"offense", e.offense},
-               {"reason", e.reason}});
+  nlohmann::json j = {{"ban", e.ip.to_string()},
+                      {"since", e.since},
+                      {"until", e.until},
+                      {"offense", e.offense},
+                      {"reason", e.reason}};
+  if (e.prefix) j["prefix"] = e.prefix;  // an IPv6 ban covering the client's /prefix
+  return dump(j);
 }
 
 // One journal line into `bans`; "" or what is wrong with it.
@@ -67,6 +69,7 @@ std::string apply_record(std::string_view line, BanList* bans) {
       e.until = j.at("until").get<int64_t>();
       e.offense = j.at("offense").get<uint32_t>();
       e.reason = j.value("reason", "");
+      e.prefix = j.value("prefix", uint8_t{0});
       bans->restore(e);
       return "";
     }

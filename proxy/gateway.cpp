@@ -342,8 +342,17 @@ void Gateway::release(Session& s) {
 
 // ---------------------------------------------------------------- bans
 
+IpAddress Gateway::ban_key(const IpAddress& ip) const {
+  return ip.is_v6() ? ip.masked(policy_->brute_force.ipv6_prefix) : ip;
+}
+
+uint8_t Gateway::ban_prefix(const IpAddress& ip) const {
+  return ip.is_v6() && policy_->brute_force.ipv6_prefix < 128 ? policy_->brute_force.ipv6_prefix
+                                                              : 0;
+}
+
 bool Gateway::banned(const IpAddress& ip) {
-  return bans_.banned(ip, unix_now());
+  return bans_.banned(ban_key(ip), unix_now());
 }
 
 bool Gateway::repeated_failure(uint64_t key) {
@@ -351,16 +360,17 @@ bool Gateway::repeated_failure(uint64_t key) {
 }
 
 uint32_t Gateway::record_auth_failure(const IpAddress& ip) {
-  return bans_.record_failure(ip, unix_now(), policy_->brute_force);
+  return bans_.record_failure(ban_key(ip), unix_now(), policy_->brute_force);
 }
 
 uint64_t Gateway::ban(const IpAddress& ip, const std::string& reason, const std::string& session) {
   // Parallel connections of one guesser must not escalate the same offense several times.
-  if (bans_.banned(ip, unix_now())) return 0;
-  BanEntry e = bans_.ban(ip, unix_now(), policy_->brute_force, reason);
+  const IpAddress key = ban_key(ip);
+  if (bans_.banned(key, unix_now())) return 0;
+  BanEntry e = bans_.ban(key, unix_now(), policy_->brute_force, reason, ban_prefix(ip));
   metrics_.ban_issued();
   log_.write("ban", {{"session", session},
-                     {"ip", ip.to_string()},
+                     {"ip", e.target()},
                      {"action", "ban"},
                      {"enforced", true},
                      {"until", iso_time(e.until)},  // ISO 8601, like every log time
@@ -407,8 +417,10 @@ void Gateway::on_journal_progress() {
 
 void Gateway::would_ban(const IpAddress& ip, const std::string& reason,
                         const std::string& session) {
+  const uint8_t prefix = ban_prefix(ip);
   log_.write("ban", {{"session", session},
-                     {"ip", ip.to_string()},
+                     {"ip", prefix ? ban_key(ip).to_string() + "/" + std::to_string(prefix)
+                                   : ip.to_string()},
                      {"action", "would_ban"},
                      {"enforced", false},
                      {"reason", reason}});

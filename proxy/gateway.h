@@ -91,6 +91,10 @@ class Gateway final : public AdminServer::Handler {
 
   // Brute-force state: bans and AUTH failures per client IP.
   bool banned(const IpAddress& ip);
+  // What a ban of `ip` covers (brute_force.ipv6_prefix): an IPv6 client's network, an IPv4
+  // address itself; and that prefix length (0 for the address alone).
+  IpAddress ban_key(const IpAddress& ip) const;
+  uint8_t ban_prefix(const IpAddress& ip) const;
   // Records one counted AUTH failure; returns the failures within the window, this included.
   uint32_t record_auth_failure(const IpAddress& ip);
   // brute_force.distinct_passwords (BanList::repeated_failure; the keyer's key is in memory).

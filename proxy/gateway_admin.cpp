@@ -25,6 +25,24 @@ std::string dump_json(const nlohmann::json& j, int indent = -1) {
   return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
+// %XX and '+' in a query value (the reason of `bans add`).
+std::string url_decode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+') {
+      out += ' ';
+    } else if (s[i] == '%' && i + 2 < s.size() &&
+               std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+               std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 AdminResponse Gateway::handle(std::string_view method, std::string_view path,
@@ -66,7 +84,7 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path,
     UnixMillis now = unix_now();
     nlohmann::json list = nlohmann::json::array();
     for (const auto& e : bans_.active(now))
-      list.push_back({{"ip", e.ip.to_string()},
+      list.push_back({{"ip", e.target()},
                       {"since", floor_s(e.since)},
                       {"until", floor_s(e.until)},
                       {"remaining_s", ceil_s(e.until - now)},
@@ -74,40 +92,26 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path,
                       {"reason", e.reason}});
     return {200, json, dump_json({{"bans", list}}, 1)};
   }
-  if (path.starts_with("/bans/") && method == "POST") return add_ban(path.substr(6), query);
+  if (path.starts_with("/bans/") && method == "POST")
+    return add_ban(url_decode(path.substr(6)), query);
   if (path.starts_with("/bans/")) {
     if (method != "DELETE") return {405, "text/plain", "POST or DELETE\n", "POST, DELETE"};
-    auto ip = IpAddress::parse(path.substr(6));
-    if (!ip) return {400, json, "{\"error\": \"not an IP address\"}\n"};
-    if (!bans_.unban(*ip)) return {404, json, "{\"error\": \"not banned\"}\n"};
-    if (journal_) journal_->record_unban(*ip);
-    log_.write("ban", {{"ip", ip->to_string()}, {"action", "unban"}, {"reason", "admin"}});
-    return {200, json, dump_json({{"unbanned", ip->to_string()}})};
+    // An address (an IPv6 one names its banned /ipv6_prefix), or the network as listed.
+    const std::string target = url_decode(path.substr(6));
+    std::optional<IpAddress> key;
+    if (auto ip = IpAddress::parse(target)) {
+      key = ban_key(*ip);
+    } else if (auto net = Cidr::parse(target, true)) {
+      key = net->address;
+    }
+    if (!key) return {400, json, "{\"error\": \"not an IP address\"}\n"};
+    if (!bans_.unban(*key)) return {404, json, "{\"error\": \"not banned\"}\n"};
+    if (journal_) journal_->record_unban(*key);
+    log_.write("ban", {{"ip", target}, {"action", "unban"}, {"reason", "admin"}});
+    return {200, json, dump_json({{"unbanned", target}})};
   }
   return {404, "text/plain", "not found\n"};
 }
-
-namespace {
-
-// %XX and '+' in a query value (the reason of `bans add`).
-std::string url_decode(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '+') {
-      out += ' ';
-    } else if (s[i] == '%' && i + 2 < s.size() &&
-               std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
-               std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-      out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
-      i += 2;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
-}  // namespace
 
 AdminResponse Gateway::add_ban(std::string_view ip_text, std::string_view query) {
   const std::string json = "application/json";
@@ -134,9 +138,10 @@ AdminResponse Gateway::add_ban(std::string_view ip_text, std::string_view query)
   if (policy_->brute_force.never_ban.lookup(*ip))
     return {409, json, dump_json({{"error", ip->to_string() + " is in brute_force.never_ban"}})};
   const UnixMillis now = unix_now();
-  BanEntry e = bans_.ban_for(*ip, now, static_cast<UnixMillis>(duration.count()) * 1000, reason);
+  BanEntry e = bans_.ban_for(ban_key(*ip), now, static_cast<UnixMillis>(duration.count()) * 1000,
+                             reason, ban_prefix(*ip));
   metrics_.ban_issued();
-  log_.write("ban", {{"ip", ip->to_string()},
+  log_.write("ban", {{"ip", e.target()},
                      {"action", "ban"},
                      {"enforced", true},
                      {"until", iso_time(e.until)},

@@ -710,6 +710,19 @@ class ConnectionClosed(Exception):
     pass
 
 
+def ipv6_loopback_available():
+    """True when ::1 can be bound here (some containers have no IPv6)."""
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        try:
+            s.bind(("::1", 0))
+            return True
+        finally:
+            s.close()
+    except OSError:
+        return False
+
+
 class RawClient:
     """Exact-bytes SMTP client. send(bytes) writes as is; read_reply() returns
     one complete (multi-line) reply, bounded by timeout."""

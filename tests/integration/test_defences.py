@@ -403,6 +403,32 @@ class BruteForceTest(DefenceTestCase):
             self.assertIsNone(re.search(r"[0-9a-fA-F]{16,}", text.replace("-", "")),
                               re.search(r".{40}[0-9a-fA-F]{16,}.{10}", text.replace("-", "")))
 
+    def test_ipv6_bans_cover_the_prefix(self):
+        if not support.ipv6_loopback_available():
+            self.skipTest("no IPv6 loopback on this machine")
+        policy = self.policy(brute_force={"max_failures": 3},
+                             listeners=(("mx", "mx"), ("submission", "submission")))
+        port = support.free_port()
+        policy["listeners"][1]["listen"] = "[::1]:%d" % port
+        policy["submission"]["access"] = {"default": "allow"}
+        gw = self.start_gateway(policy)
+        c = support.RawClient("::1", port, "::1", 10.0)
+        self.addCleanup(c.close)
+        self.assertReply(c.greeting(), 220)
+        self.assertReply(c.ehlo(), 250)
+        for _ in range(3):
+            self.assertReply(self.bad_auth(c), 535)
+        self.assertTrue(c.is_closed())
+        self.assertIn("::/64", self.bans(gw))          # the client's /64, shown as such
+        ban = gw.wait_for_log(event="ban", action="ban")
+        self.assertEqual(ban["ip"], "::/64", ban)
+        again = support.RawClient("::1", port, "::1", 10.0)
+        self.addCleanup(again.close)
+        self.assertReply(again.greeting(), 554)
+        out = self.bans_cli("unban", "::1", "-c", gw.policy_path)   # an address in it
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(self.bans(gw), {})
+
     def test_never_ban_host_is_not_banned(self):
         ip = "127.0.0.32"
         gw = self.start_gateway(self.policy(

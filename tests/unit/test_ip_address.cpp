@@ -204,3 +204,23 @@ TEST_CASE("Cidr::contains", "[ip][cidr]") {
   CHECK(host.contains(*IpAddress::parse("2001:db8::1")));
   CHECK_FALSE(host.contains(*IpAddress::parse("2001:db8::2")));
 }
+
+TEST_CASE("IpAddress::masked keeps the prefix, clears the rest", "[ip]") {
+  auto v6 = *IpAddress::parse("2001:db8:1:2:aaaa:bbbb:cccc:dddd");
+  CHECK(v6.masked(64).to_string() == "2001:db8:1:2::");
+  CHECK(v6.masked(48).to_string() == "2001:db8:1::");
+  CHECK(v6.masked(56).to_string() == "2001:db8:1::");
+  CHECK(v6.masked(60).to_string() == "2001:db8:1::");
+  CHECK(v6.masked(62).to_string() == "2001:db8:1::");
+  CHECK(v6.masked(63).to_string() == "2001:db8:1:2::");
+  CHECK(v6.masked(128) == v6);
+  CHECK(IpAddress::parse("::1")->masked(64).to_string() == "::");
+  auto v4 = *IpAddress::parse("192.0.2.77");
+  CHECK(v4.masked(24).to_string() == "192.0.2.0");
+  CHECK(v4.masked(32) == v4);
+  // Two hosts of one /64 share a key; the next /64 does not.
+  CHECK(IpAddress::parse("2001:db8:0:5::1")->masked(64) ==
+        IpAddress::parse("2001:db8:0:5:ffff::9")->masked(64));
+  CHECK(IpAddress::parse("2001:db8:0:5::1")->masked(64) !=
+        IpAddress::parse("2001:db8:0:6::1")->masked(64));
+}
