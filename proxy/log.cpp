@@ -1,5 +1,7 @@
 #include "proxy/log.h"
 
+#include <array>
+
 #include "proxy/fd_write.h"
 
 #include <fcntl.h>
@@ -171,15 +173,25 @@ std::string iso_timestamp_uncached() {
   return s;
 }
 
+namespace {
+
+// Bytes copied as they are: printable ASCII but '"' and '\\' (a table lookup per byte keeps
+// the common case, a run of plain text, a tight loop).
+constexpr std::array<bool, 256> kPlainJson = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0x20; c < 0x80; ++c) t[static_cast<size_t>(c)] = c != '"' && c != '\\';
+  return t;
+}();
+
+}  // namespace
+
 void append_json_escaped(std::string& out, std::string_view s) {
   static const char hex[] = "0123456789abcdef";
   size_t run = 0;  // start of bytes that need no escaping, copied in one go
   for (size_t i = 0; i < s.size();) {
+    while (i < s.size() && kPlainJson[static_cast<unsigned char>(s[i])]) ++i;
+    if (i == s.size()) break;
     auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
-      ++i;
-      continue;
-    }
     if (c >= 0x80) {
       size_t n = utf8_sequence(s, i);
       if (n > 0) {
