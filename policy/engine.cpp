@@ -214,6 +214,13 @@ Decision brute_force(const Policy& p, const SessionFacts& s, uint32_t failures_i
                 s.client.to_string() + ": " + count, std::move(r));
 }
 
+Decision login_locked(const Policy& p, const SessionFacts& s, std::string_view until_text) {
+  return refuse(Stage::Auth, rules::kBruteForceLogin, Verdict::Reject, p.brute_force_mode(),
+                "login " + s.login + " is locked until " + std::string(until_text) +
+                    " for addresses it has not logged in from (brute_force.per_login)",
+                replies::auth_invalid());
+}
+
 ListenerClass class_at_mail(const SessionFacts& s) {
   if (s.cls != ListenerClass::Auto) return s.cls;
   return s.authenticated ? ListenerClass::Submission : ListenerClass::Mx;

@@ -60,6 +60,10 @@ Decision auth_result(const Policy& p, const SessionFacts& s, bool ok);
 // never_ban; otherwise an allow that says how many failures are counted.
 Decision brute_force(const Policy& p, const SessionFacts& s, uint32_t failures_in_window);
 
+// AUTH as a login that brute_force.per_login locked (for this address: not a known-good one):
+// 535 5.7.8, never forwarded to the backend. `until_text`: when the lock ends (for the reason).
+Decision login_locked(const Policy& p, const SessionFacts& s, std::string_view until_text);
+
 // The class of a session after MAIL FROM: auto + authenticated -> Submission,
 // auto unauthenticated -> Mx; other classes unchanged.
 ListenerClass class_at_mail(const SessionFacts& s);

@@ -72,7 +72,8 @@ const std::vector<Section>& schema() {
       {"submission.limits", {"messages_per_hour", "recipients_per_hour", "max_recipients"}},
       {"brute_force",
        {"mode", "max_failures", "window", "ban", "ban_multiplier", "max_ban", "never_ban",
-        "state_file", "count_access_refusals", "distinct_passwords", "ipv6_prefix"}},
+        "state_file", "count_access_refusals", "distinct_passwords", "ipv6_prefix", "per_login"}},
+      {"brute_force.per_login", {"max_failures", "window", "lock", "known_good"}},
       {"connections", {"max_total", "max_per_ip", "rate_per_ip"}},
       {"timeouts",
        {"command", "data", "backend_connect", "backend_reply", "backend_data_done", "drain"}},
@@ -1134,6 +1135,17 @@ void Loader::parse_brute_force(const json& v, const std::string& p) {
   }
   if (auto it = v.find("never_ban"); it != v.end()) {
     add_entries(*it, child(p, "never_ban"), bf.never_ban, Access::Allow);
+  }
+  if (const json* pl = object_member(v, p, "per_login")) {
+    const std::string q = child(p, "per_login");
+    check_keys(*pl, q, "brute_force.per_login");
+    PerLoginPolicy per;
+    read(*pl, q, "max_failures", per.max_failures,
+         [&](auto& x, auto& r) { return as_u32(x, r, 1); });
+    read(*pl, q, "window", per.window, duration);
+    read(*pl, q, "lock", per.lock, duration);
+    read(*pl, q, "known_good", per.known_good, duration);
+    bf.per_login = per;
   }
   if (read(v, p, "state_file", bf.state_file, [&](auto& x, auto& q) { return as_string(x, q); })) {
     if (options_.check_files)

@@ -60,6 +60,14 @@ struct SubmissionPolicy {
   SubmissionLimits limits;
 };
 
+// brute_force.per_login (SPEC §9): failures of one login from every address.
+struct PerLoginPolicy {
+  uint32_t max_failures = 10;
+  Seconds window{3600};
+  Seconds lock{3600};
+  Seconds known_good{30 * 86400};
+};
+
 struct BruteForcePolicy {
   std::optional<Mode> mode;
   uint32_t max_failures = 5;
@@ -76,6 +84,7 @@ struct BruteForcePolicy {
   bool distinct_passwords = true;
   // Bans and failure counts of an IPv6 client cover this prefix (a host owns a /64).
   uint8_t ipv6_prefix = 64;
+  std::optional<PerLoginPolicy> per_login;  // off unless set
 };
 
 struct ConnectionLimits {

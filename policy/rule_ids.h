@@ -12,6 +12,8 @@ inline constexpr std::string_view kBruteForce = "brute_force";
 // The allow at the ban threshold for an address in never_ban: logged, so a guesser that the
 // list protects (an office NAT, a misconfigured client) is seen.
 inline constexpr std::string_view kBruteForceNeverBan = "brute_force.never_ban";
+// AUTH as a login locked by brute_force.per_login, from an address it has not succeeded from.
+inline constexpr std::string_view kBruteForceLogin = "brute_force.login";
 inline constexpr std::string_view kMxAccess = "mx.access";
 inline constexpr std::string_view kMxAuth = "mx.auth";
 inline constexpr std::string_view kMxRelay = "mx.relay";

@@ -51,6 +51,18 @@ bool SessionServices::repeated_failure(uint64_t key) {
   return gw_.repeated_failure(key);
 }
 
+std::string SessionServices::login_locked(std::string_view login, const IpAddress& ip) {
+  return gw_.login_locked(login, ip);
+}
+
+void SessionServices::record_login_failure(std::string_view login) {
+  gw_.record_login_failure(login, id_);
+}
+
+void SessionServices::record_login_success(std::string_view login, const IpAddress& ip) {
+  gw_.record_login_success(login, ip);
+}
+
 void SessionServices::ban(const IpAddress& ip, const std::string& reason) {
   ban_record_ = gw_.ban(ip, reason, id_);
 }

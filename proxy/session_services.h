@@ -35,6 +35,9 @@ class SessionServices final : public smtp::DialogueServices {
   uint64_t password_key(const IpAddress& ip, std::string_view login,
                         std::string_view password) override;
   bool repeated_failure(uint64_t key) override;
+  std::string login_locked(std::string_view login, const IpAddress& ip) override;
+  void record_login_failure(std::string_view login) override;
+  void record_login_success(std::string_view login, const IpAddress& ip) override;
   void ban(const IpAddress& ip, const std::string& reason) override;
   void would_ban(const IpAddress& ip, const std::string& reason) override;
   void decision(const Decision& d, const smtp::DecisionFacts& facts) override;

@@ -108,6 +108,12 @@ class DialogueServices {
   virtual uint64_t password_key(const IpAddress& ip, std::string_view login,
                                 std::string_view password) = 0;
   virtual bool repeated_failure(uint64_t key) = 0;
+  // brute_force.per_login: when the login is locked for `ip` (not an address it logged in
+  // from lately, not in never_ban), the lock's end as text, else ""; and its failures and
+  // successes.
+  virtual std::string login_locked(std::string_view login, const IpAddress& ip) = 0;
+  virtual void record_login_failure(std::string_view login) = 0;
+  virtual void record_login_success(std::string_view login, const IpAddress& ip) = 0;
   // Bans `ip` (the reply that announces it waits until the ban is on disk); would_ban: dry-run.
   virtual void ban(const IpAddress& ip, const std::string& reason) = 0;
   virtual void would_ban(const IpAddress& ip, const std::string& reason) = 0;
@@ -267,10 +273,9 @@ class Dialogue {
   void auth_with(Credentials creds);
   static std::string offered_login(const Command& cmd);  // from an initial response, or
   void auth_failed_locally(std::string_view reply, bool counts);
-  // Counts one failure toward a ban; true when it banned the client (and closed).
-  // `password_key`: the credentials the backend rejected (0: a refusal by policy, which
-  // counts every attempt).
-  bool count_auth_failure(std::string_view sent_reply, uint64_t password_key = 0);
+  // Counts one failure of the client's address toward a ban; true when it banned the
+  // client (and closed).
+  bool count_auth_failure(std::string_view sent_reply);
 
   // replies
   void greet();

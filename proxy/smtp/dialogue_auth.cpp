@@ -67,6 +67,19 @@ void Dialogue::sasl_outcome(SaslExchange::Outcome o) {
 
 void Dialogue::auth_with(Credentials creds) {
   facts_.login = creds.authcid;
+  if (policy_.brute_force.per_login) {
+    // Spread guessing locked the login: strangers' attempts never reach the backend (its own
+    // lockout would shut the owner out), and each counts against the address.
+    if (const std::string until = services_.login_locked(facts_.login, facts_.client);
+        !until.empty()) {
+      const Decision d = engine::login_locked(policy_, facts_, until);
+      report(d);
+      if (d.enforced) {
+        auth_failed_locally(replies::wire(d.reply), true);
+        return;
+      }
+    }
+  }
   if (backend_auth_lost_ || !io_.backend_open() ||
       !io_.backend_auth(creds.authcid, creds.password)) {
     reply(replies::auth_backend_unavailable().wire);
@@ -97,7 +110,16 @@ void Dialogue::reply_to_auth(const BackendReply& r) {
   backend_reply_arrived(ok ? std::string_view(replies::auth_ok().wire) : r.raw);
   const uint64_t key = password_key_;
   password_key_ = 0;
-  if (!ok && r.permanent()) count_auth_failure(r.raw, key);
+  if (ok && policy_.brute_force.per_login)
+    services_.record_login_success(facts_.login, facts_.client);
+  // The backend rejected the credentials. A wrong password retried (a phone with an old one
+  // saved) counts once per window; otherwise the failure counts for the address and, with
+  // per_login, for the login from every address.
+  if (!ok && r.permanent() &&
+      !(key != 0 && policy_.brute_force.distinct_passwords && services_.repeated_failure(key))) {
+    if (policy_.brute_force.per_login) services_.record_login_failure(facts_.login);
+    count_auth_failure(r.raw);
+  }
   command_deadline();
 }
 
@@ -107,11 +129,7 @@ void Dialogue::auth_failed_locally(std::string_view text, bool counts) {
   if (counts) count_auth_failure(text);
 }
 
-bool Dialogue::count_auth_failure(std::string_view sent, uint64_t password_key) {
-  // A wrong password retried (a phone with an old one saved) counts once per window.
-  if (password_key != 0 && policy_.brute_force.distinct_passwords &&
-      services_.repeated_failure(password_key))
-    return false;
+bool Dialogue::count_auth_failure(std::string_view sent) {
   const uint32_t n = services_.record_auth_failure(facts_.client);
   Decision d = engine::brute_force(policy_, facts_, n);
   if (d.verdict != Verdict::Ban) {

@@ -64,6 +64,9 @@ class Script final : public DialogueIo, public DialogueServices {
     return 0;  // every failure counts here
   }
   bool repeated_failure(uint64_t) override { return false; }
+  std::string login_locked(std::string_view, const IpAddress&) override { return {}; }
+  void record_login_failure(std::string_view) override {}
+  void record_login_success(std::string_view, const IpAddress&) override {}
   void ban(const IpAddress&, const std::string&) override {}
   void would_ban(const IpAddress&, const std::string&) override {}
   void decision(const Decision& d, const DecisionFacts&) override { decisions.push_back(d); }

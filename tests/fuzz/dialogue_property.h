@@ -144,6 +144,9 @@ class DialogueHarness final : public smtp::DialogueIo, public smtp::DialogueServ
     return 0;  // every failure counts here
   }
   bool repeated_failure(uint64_t) override { return false; }
+  std::string login_locked(std::string_view, const IpAddress&) override { return {}; }
+  void record_login_failure(std::string_view) override {}
+  void record_login_success(std::string_view, const IpAddress&) override {}
   void ban(const IpAddress&, const std::string& reason) override { check_text(reason); }
   void would_ban(const IpAddress&, const std::string& reason) override { check_text(reason); }
   void decision(const Decision& d, const smtp::DecisionFacts& f) override {

@@ -429,6 +429,36 @@ class BruteForceTest(DefenceTestCase):
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertEqual(self.bans(gw), {})
 
+    def test_spread_guessing_locks_the_login_for_strangers_only(self):
+        # 30 addresses each fail once on one login (each stays far below max_failures); the
+        # 10th locks it. The owner's address, where it logged in before, still gets in; a new
+        # address gets 535 from the gateway and the backend never sees its AUTH.
+        gw = self.start_gateway(self.policy(
+            brute_force={"max_failures": 5, "per_login": {"max_failures": 10, "lock": "1h"}},
+            submission={"access": {"default": "allow"}}))
+        owner = "127.0.1.200"
+        self.login(gw, owner).command("QUIT")
+        for i in range(30):
+            c = self.greeted(gw, "127.0.1.%d" % (10 + i))
+            self.assertReply(self.bad_auth(c), 535, "5.7.8")
+            c.command("QUIT")
+        lock = gw.wait_for_log(event="login_lock", login=LOGIN)
+        self.assertEqual(lock["failures"], 10, lock)
+        self.assertRegex(lock["until"], r"^\d{4}-\d\d-\d\dT.*Z$")
+        self.assertEqual(self.bans(gw), {})              # nobody reached max_failures
+        auths_before = len(self.backend.events("auth_result"))
+        stranger = self.greeted(gw, "127.0.1.77")
+        self.assertReply(stranger.command(b"AUTH PLAIN " + plain_blob(LOGIN, PASSWORD)), 535,
+                         "5.7.8")                        # even the right password
+        self.assertEqual(len(self.backend.events("auth_result")), auths_before)
+        self.assertTrue(gw.decisions(rule="brute_force.login"))
+        self.login(gw, owner)                            # the owner is never locked out
+        self.assertEqual(len(self.backend.events("auth_result")), auths_before + 1)
+        # Another login is not affected.
+        other = self.greeted(gw, "127.0.1.78")
+        self.assertReply(other.command(b"AUTH PLAIN " + plain_blob(OTHER_LOGIN, OTHER_PASSWORD)),
+                         235)
+
     def test_never_ban_host_is_not_banned(self):
         ip = "127.0.0.32"
         gw = self.start_gateway(self.policy(

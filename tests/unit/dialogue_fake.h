@@ -166,6 +166,14 @@ class FakeServices final : public DialogueServices {
            1;
   }
   bool repeated_failure(uint64_t key) override { return !failed_keys.insert(key).second; }
+  // per_login: a lock the test sets, failures and successes recorded.
+  std::string locked_until;  // non-empty: every address is a stranger
+  std::vector<std::string> login_failures, login_successes;
+  std::string login_locked(std::string_view, const IpAddress&) override { return locked_until; }
+  void record_login_failure(std::string_view login) override { login_failures.emplace_back(login); }
+  void record_login_success(std::string_view login, const IpAddress&) override {
+    login_successes.emplace_back(login);
+  }
   std::set<uint64_t> failed_keys;
   void ban(const IpAddress& ip, const std::string& reason) override {
     bans.push_back({ip, reason});

@@ -1806,3 +1806,26 @@ TEST_CASE("dialogue: a wrong password retried counts once (distinct_passwords)",
   CHECK(off.services.failures == 3);
   CHECK(off.services.bans.size() == 1);
 }
+
+TEST_CASE("dialogue: a login locked by per_login is refused by the gateway, never forwarded",
+          "[dialogue]") {
+  Options o("submission");
+  o.parts.brute_force = R"({ "max_failures": 5, "per_login": { "max_failures": 10 } })";
+  Harness h(o);
+  h.connect();
+  h.ehlo();
+  h.services.locked_until = "2026-12-03T05:00:00.000Z";
+  CHECK(h.send("AUTH PLAIN " + plain_response("user@example.com", "guess") + "\r\n") ==
+        "535 5.7.8 Authentication credentials invalid\r\n");
+  CHECK(h.io.auths.empty());  // the backend never saw it
+  const Decision* d = h.services.find("brute_force.login");
+  REQUIRE(d);
+  CHECK(d->reason.find("locked until 2026-12-03T05:00:00.000Z") != std::string::npos);
+  CHECK(h.services.failures == 1);  // it counts against the address
+  // Unlocked: a rejection counts for the login too, a success is remembered.
+  h.services.locked_until.clear();
+  CHECK(auth_plain(h, "user@example.com", "guess-2", "535 5.7.8 bad\r\n") == "535 5.7.8 bad\r\n");
+  CHECK(h.services.login_failures == std::vector<std::string>{"user@example.com"});
+  CHECK(auth_plain(h, "user@example.com", "right", "235 2.7.0 ok\r\n") == kAuthOk);
+  CHECK(h.services.login_successes == std::vector<std::string>{"user@example.com"});
+}

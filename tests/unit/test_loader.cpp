@@ -337,7 +337,9 @@ TEST_CASE("loader: unknown keys, with a suggestion", "[loader]") {
   }
   SECTION("misplaced key") {
     auto e = only_error(with(R"(  "max_failures": 3)"));
-    CHECK(e.message == "unknown key \"max_failures\" (it belongs in \"brute_force\")");
+    CHECK(e.message ==
+          "unknown key \"max_failures\" (it belongs in \"brute_force\" or "
+          "\"brute_force.per_login\")");
   }
   SECTION("nothing close") {
     auto e = only_error(with(R"(  "frobnicate": true)"));

@@ -1,0 +1,57 @@
+// brute_force.per_login (SPEC §9): failures of one login counted from every address; at the
+// threshold the login is locked for addresses where it has not logged in lately, so spread
+// guessing stops while the owner keeps working. Pure bookkeeping: time is passed in.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "policy/ban_list.h"
+#include "policy/ip_address.h"
+#include "policy/policy.h"
+
+namespace smtpgate {
+
+class LoginGuard {
+ public:
+  // Memory bounds (README): logins with failures or known-good addresses kept, the oldest
+  // (by last change) dropped first; known-good addresses per login, the oldest dropped first.
+  static constexpr size_t kMaxLogins = 100000;
+  static constexpr size_t kMaxKnownGood = 16;
+
+  struct Failure {
+    uint32_t failures = 0;    // within the window, this one included
+    bool locked_now = false;  // this failure locked the login
+    UnixMillis until = 0;     // the lock's end, when locked
+  };
+  // A failure of `login` (credentials the backend rejected).
+  Failure record_failure(std::string_view login, UnixMillis now, const PerLoginPolicy& p);
+  // A successful login from `ip` (`ip` as the ban list keys it: an IPv6 client's prefix).
+  void record_success(std::string_view login, const IpAddress& ip, UnixMillis now);
+  // Locked, and `ip` is not an address it succeeded from within known_good.
+  bool locked_for(std::string_view login, const IpAddress& ip, UnixMillis now,
+                  const PerLoginPolicy& p) const;
+  // When the login's lock ends (0: not locked).
+  UnixMillis locked_until(std::string_view login, UnixMillis now) const;
+  bool release(std::string_view login);  // lifts a lock; true if there was one
+  size_t logins() const { return state_.size(); }
+
+ private:
+  struct State {
+    std::deque<UnixMillis> failures;  // within the window, at most max_failures
+    UnixMillis lock_until = 0;
+    std::vector<std::pair<IpAddress, UnixMillis>> known_good;  // address, last success
+    UnixMillis touched = 0;
+  };
+  State& touch(std::string_view login, UnixMillis now);
+  void evict();
+
+  std::unordered_map<std::string, State> state_;          // key: lower-cased login
+  std::deque<std::pair<UnixMillis, std::string>> order_;  // (touched, login) for eviction
+};
+
+}  // namespace smtpgate
