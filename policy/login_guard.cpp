@@ -75,6 +75,15 @@ UnixMillis LoginGuard::locked_until(std::string_view login, UnixMillis now) cons
   return it == state_.end() || it->second.lock_until <= now ? 0 : it->second.lock_until;
 }
 
+std::vector<LoginGuard::Lock> LoginGuard::locks(UnixMillis now) const {
+  std::vector<Lock> out;
+  for (const auto& [login, s] : state_)
+    if (s.lock_until > now)
+      out.push_back({login, s.lock_until, static_cast<uint32_t>(s.failures.size())});
+  std::sort(out.begin(), out.end(), [](const Lock& a, const Lock& b) { return a.login < b.login; });
+  return out;
+}
+
 bool LoginGuard::release(std::string_view login) {
   auto it = state_.find(ascii_lower(login));
   if (it == state_.end() || it->second.lock_until == 0) return false;

@@ -38,6 +38,12 @@ class LoginGuard {
   // When the login's lock ends (0: not locked).
   UnixMillis locked_until(std::string_view login, UnixMillis now) const;
   bool release(std::string_view login);  // lifts a lock; true if there was one
+  struct Lock {
+    std::string login;  // lower-cased
+    UnixMillis until = 0;
+    uint32_t failures = 0;  // within the window when it was listed
+  };
+  std::vector<Lock> locks(UnixMillis now) const;  // the locks in force, by login
   size_t logins() const { return state_.size(); }
 
  private:

@@ -92,6 +92,24 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path,
                       {"reason", e.reason}});
     return {200, json, dump_json({{"bans", list}}, 1)};
   }
+  if (path == "/logins") {
+    if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& l : logins_.locks(unix_now()))
+      list.push_back({{"login", l.login},
+                      {"state", "locked"},
+                      {"until", iso_time(l.until)},
+                      {"failures", l.failures},
+                      {"trigger", "brute_force.per_login"}});
+    return {200, json, dump_json({{"logins", list}}, 1)};
+  }
+  if (path.starts_with("/logins/")) {
+    if (method != "DELETE") return {405, "text/plain", "DELETE only\n", "DELETE"};
+    const std::string login = url_decode(path.substr(8));
+    if (!logins_.release(login)) return {404, json, "{\"error\": \"not locked\"}\n"};
+    log_.write("login_lock", {{"login", login}, {"action", "release"}, {"reason", "admin"}});
+    return {200, json, dump_json({{"released", login}})};
+  }
   if (path.starts_with("/bans/") && method == "POST")
     return add_ban(url_decode(path.substr(6)), query);
   if (path.starts_with("/bans/")) {

@@ -1,4 +1,4 @@
-// smtpgate: SMTP policy gateway. Subcommands: run, check, explain, learn, replay, bans.
+// smtpgate: SMTP policy gateway. Subcommands: run, check, explain, learn, replay, bans, logins.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "policy/loader.h"
+#include "proxy/admin_cli.h"
 #include "proxy/admin_client.h"
-#include "proxy/bans_cli.h"
 #include "proxy/gateway.h"
 #include "proxy/smtp/explain.h"
 #include "proxy/tls_files.h"
@@ -120,6 +120,18 @@ int main(int argc, char** argv) {
   std::string unban_ip;
   bans_unban->add_option("ip", unban_ip, "IP address")->required();
 
+  auto* logins = app.add_subcommand("logins", "list or release locked logins (admin endpoint)");
+  logins->require_subcommand(1);
+  logins->add_option("--admin", admin_addr, "admin address host:port (default: from -c policy)");
+  logins->add_option("-c,--config", policy_path, "policy file naming admin.listen");
+  auto* logins_list_cmd = logins->add_subcommand("list", "list locked logins");
+  auto* logins_release_cmd = logins->add_subcommand("release", "lift a login's lock");
+  logins_list_cmd->fallthrough();
+  logins_release_cmd->fallthrough();
+  logins_list_cmd->add_flag("--json", json, "the admin endpoint's JSON, not a table");
+  std::string release_login;
+  logins_release_cmd->add_option("login", release_login, "the login")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -197,23 +209,32 @@ int main(int argc, char** argv) {
     for (const auto& w : warnings) std::cerr << "warning: " << w << "\n";
     return warnings.empty() ? 0 : 1;
   }
-  if (*bans) {
-    if (admin_addr.empty()) {
-      if (policy_path.empty()) {
-        std::cerr << "bans: give --admin HOST:PORT or -c policy.json\n";
-        return 1;
-      }
-      LoadResult r = load_for_cli(policy_path);
-      if (!r.ok()) {
-        print_errors(r);
-        return 1;
-      }
-      if (r.policy->admin.host.empty()) {
-        std::cerr << "bans: " << policy_path << " has no admin.listen\n";
-        return 1;
-      }
-      admin_addr = r.policy->admin.host + ":" + std::to_string(r.policy->admin.port);
+  // bans and logins talk to the admin endpoint: --admin, or admin.listen from -c.
+  auto resolve_admin = [&](const char* what) {
+    if (!admin_addr.empty()) return true;
+    if (policy_path.empty()) {
+      std::cerr << what << ": give --admin HOST:PORT or -c policy.json\n";
+      return false;
     }
+    LoadResult r = load_for_cli(policy_path);
+    if (!r.ok()) {
+      print_errors(r);
+      return false;
+    }
+    if (r.policy->admin.host.empty()) {
+      std::cerr << what << ": " << policy_path << " has no admin.listen\n";
+      return false;
+    }
+    admin_addr = r.policy->admin.host + ":" + std::to_string(r.policy->admin.port);
+    return true;
+  };
+  if (*logins) {
+    if (!resolve_admin("logins")) return 1;
+    if (*logins_list_cmd) return logins_list(admin_addr, json);
+    if (*logins_release_cmd) return logins_release(admin_addr, release_login);
+  }
+  if (*bans) {
+    if (!resolve_admin("bans")) return 1;
     if (*bans_list) return smtpgate::bans_list(admin_addr, json);
     if (*bans_add_cmd) return bans_add(admin_addr, add_ip, add_for, add_reason);
     if (*bans_unban) return admin_request(admin_addr, "DELETE", "/bans/" + unban_ip);

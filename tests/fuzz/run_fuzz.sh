@@ -34,7 +34,7 @@ fi
 # asserts on (the -O1 comes from tests/fuzz/CMakeLists.txt).
 echo "== configuring $OUT" >&2
 cmake -S "$ROOT" -B "$OUT" -DCMAKE_CXX_COMPILER="$CXX" -DSMTPGATE_FUZZ=ON \
-  -DCMAKE_BUILD_TYPE=Debug -DBUILD_TESTING=OFF >&2
+  -DCMAKE_BUILD_TYPE=Debug -DBUILD_TESTING=OFF >/dev/null
 echo "== building $TARGETS" >&2
 # shellcheck disable=SC2086
 cmake --build "$OUT" --parallel "$(nproc 2>/dev/null || echo 2)" --target $TARGETS >&2

@@ -458,6 +458,23 @@ class BruteForceTest(DefenceTestCase):
         other = self.greeted(gw, "127.0.1.78")
         self.assertReply(other.command(b"AUTH PLAIN " + plain_blob(OTHER_LOGIN, OTHER_PASSWORD)),
                          235)
+        # The admin sees the lock and lifts it (the owner travelling, a new address).
+        cli = [support.gateway_binary(), "logins"]
+        listed = subprocess.run(cli + ["list", "-c", gw.policy_path], capture_output=True,
+                                text=True, timeout=20)
+        self.assertEqual(listed.returncode, 0, listed.stderr)
+        self.assertIn(LOGIN, listed.stdout)
+        self.assertIn("brute_force.per_login", listed.stdout)
+        raw = json.loads(subprocess.run(cli + ["list", "--json", "-c", gw.policy_path],
+                                        capture_output=True, text=True, timeout=20).stdout)
+        self.assertEqual([l["login"] for l in raw["logins"]], [LOGIN])
+        released = subprocess.run(cli + ["release", LOGIN, "-c", gw.policy_path],
+                                  capture_output=True, text=True, timeout=20)
+        self.assertEqual(released.returncode, 0, released.stderr)
+        self.login(gw, "127.0.1.79")                     # a new address logs in again
+        again = subprocess.run(cli + ["release", LOGIN, "-c", gw.policy_path],
+                               capture_output=True, text=True, timeout=20)
+        self.assertEqual(again.returncode, 1)            # not locked any more
 
     def test_never_ban_host_is_not_banned(self):
         ip = "127.0.0.32"

@@ -1,4 +1,4 @@
-#include "proxy/bans_cli.h"
+#include "proxy/admin_cli.h"
 
 #include <cctype>
 #include <cstdio>
@@ -96,6 +96,42 @@ int bans_add(const std::string& admin, const std::string& ip, const std::string&
   }
   std::cout << "banned " << doc.value("banned", ip) << " until " << doc.value("until", "?") << " ("
             << format_duration(Seconds(doc.value("duration_s", int64_t{0}))) << ")\n";
+  return 0;
+}
+
+}  // namespace smtpgate
+
+namespace smtpgate {
+
+int logins_list(const std::string& admin, bool json) {
+  const AdminReply r = admin_call(admin, "GET", "/logins");
+  if (failed(r)) return 1;
+  if (json) {
+    std::cout << r.body;
+    return 0;
+  }
+  nlohmann::json doc = nlohmann::json::parse(r.body, nullptr, false);
+  if (doc.is_discarded() || !doc.contains("logins") || !doc["logins"].is_array()) {
+    std::cerr << "admin endpoint: unexpected answer: " << r.body << "\n";
+    return 1;
+  }
+  if (doc["logins"].empty()) {
+    std::cout << "no locked or suspended logins\n";
+    return 0;
+  }
+  std::printf("%-40s  %-8s  %-24s  %-8s  %s\n", "LOGIN", "STATE", "UNTIL (UTC)", "FAILURES",
+              "TRIGGER");
+  for (const auto& l : doc["logins"])
+    std::printf("%-40s  %-8s  %-24s  %-8lld  %s\n", l.value("login", "").c_str(),
+                l.value("state", "").c_str(), l.value("until", "").c_str(),
+                static_cast<long long>(l.value("failures", 0)), l.value("trigger", "").c_str());
+  return 0;
+}
+
+int logins_release(const std::string& admin, const std::string& login) {
+  const AdminReply r = admin_call(admin, "DELETE", "/logins/" + url_encode(login));
+  if (failed(r)) return 1;
+  std::cout << "released " << login << "\n";
   return 0;
 }
 
