@@ -26,6 +26,7 @@ void Session::run_posted() {
     ++depth_;  // what these post in turn waits for the next round of this loop
     if (p.backend_failed) backend_gone(p.backend_why, p.backend_protocol_error);
     if (p.eof && !finished_) client_gone(*p.eof);
+    if (p.drained && !finished_) client_drained();
     if (p.backend_drained && !finished_) update_reading();
     --depth_;
   }
@@ -319,7 +320,19 @@ void Session::flush() {
 
 void Session::on_drained(Connection&) {
   if (flushing_) return;  // inside flush(): its caller goes on from here
+  if (depth_ > 0) {
+    // Under one of the session's own calls (Connection::start_tls flushes the 220 inside
+    // start_tls()): running held input here would walk it a second time, plaintext pipelined
+    // after STARTTLS included. It runs once that call has returned.
+    posted_.any = true;
+    posted_.drained = true;
+    return;
+  }
   Scope scope(*this);
+  client_drained();
+}
+
+void Session::client_drained() {
   if (close_when_flushed_) {
     if (dialogue_->replies_pending() == 0) finish(close_state_);
     return;

@@ -119,6 +119,7 @@ class Session final : public Connection::Handler,
     bool backend_protocol_error = false;
     std::string backend_why;
     bool backend_drained = false;
+    bool drained = false;  // the client's output drained (start_tls flushes inside a call)
   };
   void run_posted();
 
@@ -132,6 +133,7 @@ class Session final : public Connection::Handler,
 
   void flush();
   void client_gone(int status);
+  void client_drained();  // every reply reached the kernel
   void backend_gone(const std::string& why, bool protocol_error);
   void finish(std::string_view state);
 

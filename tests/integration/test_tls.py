@@ -530,6 +530,36 @@ class StartTlsProtocolTest(TlsTestCase):
         self.assertReply(c.command("QUIT"), 221)
 
 
+class StartTlsFromHeldInputTest(TlsTestCase):
+    """STARTTLS read from input held while AUTH waited on the backend. The handshake's start
+    flushes the 220 from inside the session's own call; the drained event that flush raises
+    must not run the held input again (it once read the plaintext after STARTTLS a second
+    time, the STARTTLS included)."""
+
+    def setUp(self):
+        self.start(require_tls=False)
+
+    def test_plaintext_after_a_held_starttls_is_never_executed(self):
+        c = self.raw("submission")
+        blob = base64.b64encode(("\0%s\0%s" % (LOGIN, PASSWORD)).encode()).decode()
+        c.send(("AUTH PLAIN %s\r\nSTARTTLS\r\nMAIL FROM:<%s>\r\nRSET\r\n"
+                % (blob, SENDER)).encode())
+        self.assertReply(c.read_reply(), 235)       # AUTH, judged by the backend meanwhile
+        self.assertReply(c.read_reply(), 220)       # STARTTLS, from the held input
+        self.assertEqual(c.pending(0.5), b"", "a reply followed the 220 in the clear")
+        c.start_tls(client_context())
+        self._after_handshake_exactly_one_noop_reply(c)
+        self.assertReply(c.command("QUIT"), 221)
+        self.assertTrue(c.is_closed())
+        mails = [l for l in self.backend.commands() if l.upper().startswith("MAIL")]
+        self.assertEqual(mails, [])                  # the injected MAIL never went anywhere
+
+    def _after_handshake_exactly_one_noop_reply(self, c):
+        self.assertEqual(c.pending(0.7), b"", "a reply to an injected command arrived")
+        c.send(b"NOOP\r\n")
+        self.assertReply(c.read_reply(), 250)
+        self.assertEqual(c.pending(0.7), b"", "more than one reply to one NOOP")
+
 # ------------------------------------------------------------------------------
 # Handshakes that fail: the gateway logs them and keeps serving
 # ------------------------------------------------------------------------------
