@@ -30,9 +30,11 @@ LoginGuard::Failure LoginGuard::record_failure(std::string_view login, UnixMilli
                                                const PerLoginPolicy& p) {
   State& s = touch(login, now);
   const UnixMillis horizon = now - p.window.count() * 1000;
-  while (!s.failures.empty() && s.failures.front() <= horizon) s.failures.pop_front();
+  std::erase_if(s.failures, [&](UnixMillis t) { return t <= horizon; });
   s.failures.push_back(now);
-  while (s.failures.size() > p.max_failures) s.failures.pop_front();
+  if (s.failures.size() > p.max_failures)
+    s.failures.erase(s.failures.begin(),
+                     s.failures.end() - static_cast<std::ptrdiff_t>(p.max_failures));
   Failure f;
   f.failures = static_cast<uint32_t>(s.failures.size());
   if (f.failures >= p.max_failures && s.lock_until <= now) {

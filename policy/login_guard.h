@@ -48,7 +48,9 @@ class LoginGuard {
 
  private:
   struct State {
-    std::deque<UnixMillis> failures;  // within the window, at most max_failures
+    // Within the window, at most max_failures (a few): a vector, where a deque would take
+    // half a kilobyte per login.
+    std::vector<UnixMillis> failures;
     UnixMillis lock_until = 0;
     std::vector<std::pair<IpAddress, UnixMillis>> known_good;  // address, last success
     UnixMillis touched = 0;
