@@ -441,10 +441,11 @@ void Gateway::on_journal_progress() {
 
 void Gateway::would_ban(const IpAddress& ip, const std::string& reason,
                         const std::string& session) {
-  const uint8_t prefix = ban_prefix(ip);
+  BanEntry covered;  // what a ban would cover, named as /bans names it
+  covered.ip = ban_key(ip);
+  covered.prefix = ban_prefix(ip);
   log_.write("ban", {{"session", session},
-                     {"ip", prefix ? ban_key(ip).to_string() + "/" + std::to_string(prefix)
-                                   : ip.to_string()},
+                     {"ip", covered.target()},
                      {"action", "would_ban"},
                      {"enforced", false},
                      {"reason", reason}});

@@ -295,6 +295,8 @@ class Dialogue {
                           std::string_view reply, std::string_view from = {}, uint64_t size = 0);
   void record_message(std::string_view outcome, std::string_view reply, uint64_t size,
                       bool from_sent);
+  // The transaction under way as a record; `sender` holds its sender's text.
+  TransactionRecord txn_record(std::string& sender) const;
   bool apply(const Decision& d, std::string_view from = {}, std::string_view rcpt = {});
   void refuse_protocol(Stage stage, std::string_view rule, std::string reason, const Reply& r,
                        std::string_view state);

@@ -11,19 +11,22 @@ void Dialogue::on_session_end() {
   body_answered_ = true;  // recorded once
 }
 
-void Dialogue::record_transaction(std::string_view outcome, Stage stage, std::string_view rule,
-                                  std::string_view reply, std::string_view from, uint64_t size) {
-  std::string sender;
-  if (from.empty() && txn_.active) {
-    txn_.sender.append_address(sender);
-    from = sender;
-  }
+TransactionRecord Dialogue::txn_record(std::string& sender) const {
   TransactionRecord t;
-  t.from = from;
+  if (txn_.active) txn_.sender.append_address(sender);
+  t.from = sender;
   t.recipients = txn_.named;
   t.recipients_omitted = txn_.named_omitted;
   t.accepted = txn_.accepted;
   t.accepted_count = txn_.rcpt_accepted;
+  return t;
+}
+
+void Dialogue::record_transaction(std::string_view outcome, Stage stage, std::string_view rule,
+                                  std::string_view reply, std::string_view from, uint64_t size) {
+  std::string sender;
+  TransactionRecord t = txn_record(sender);
+  if (!from.empty()) t.from = from;  // a MAIL refused by policy: no transaction holds it
   t.outcome = outcome;
   t.stage = stage;
   t.rule = rule;
@@ -35,20 +38,13 @@ void Dialogue::record_transaction(std::string_view outcome, Stage stage, std::st
 void Dialogue::record_message(std::string_view outcome, std::string_view reply, uint64_t size,
                               bool from_sent) {
   std::string sender;
-  TransactionRecord t;
-  if (from_sent) {
+  TransactionRecord t = from_sent ? TransactionRecord{} : txn_record(sender);
+  if (from_sent) {  // the message whose final dot went out; txn_ may hold the next one
     t.from = sent_.sender;
     t.recipients = sent_.named;
     t.recipients_omitted = sent_.named_omitted;
     t.accepted = sent_.accepted;
     t.accepted_count = sent_.recipients;
-  } else {
-    txn_.sender.append_address(sender);
-    t.from = sender;
-    t.recipients = txn_.named;
-    t.recipients_omitted = txn_.named_omitted;
-    t.accepted = txn_.accepted;
-    t.accepted_count = txn_.rcpt_accepted;
   }
   t.outcome = outcome;
   t.stage = Stage::Data;
