@@ -1,6 +1,6 @@
 // Brute-force state: AUTH failures per client IP in a sliding window, and bans with
 // escalating durations. Pure: the caller passes the time (Unix milliseconds, so a "1s" ban
-// lasts a second, not up to the next whole second); the journal (proxy/ban_journal.h)
+// lasts a second, not up to the next whole second); the journal (proxy/state_journal.h)
 // persists it.
 #pragma once
 

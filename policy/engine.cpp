@@ -221,6 +221,31 @@ Decision login_locked(const Policy& p, const SessionFacts& s, std::string_view u
                 replies::auth_invalid());
 }
 
+namespace {
+Reply suspended_reply(Stage stage) {
+  return stage == Stage::Auth ? replies::account_suspended_auth().reply
+                              : replies::account_suspended().reply;
+}
+}  // namespace
+
+Decision breaker_tripped(const Policy& p, const SessionFacts& s, Stage stage,
+                         const BreakerTrip& trip) {
+  return refuse(stage, rules::kSubmissionBreaker, Verdict::Tempfail, p.submission_mode(),
+                "login " + s.login + " crossed submission.breaker." + std::string(trip.trigger) +
+                    ": " + std::to_string(trip.value) + " in the last hour, threshold " +
+                    std::to_string(trip.threshold) + "; suspended until released",
+                suspended_reply(stage));
+}
+
+Decision login_suspended(const Policy& p, const SessionFacts& s, Stage stage,
+                         const Suspension& suspension) {
+  return refuse(stage, rules::kSubmissionBreaker, Verdict::Tempfail, p.submission_mode(),
+                "login " + s.login + " is suspended (submission.breaker." + suspension.trigger +
+                    ": " + std::to_string(suspension.value) + ", threshold " +
+                    std::to_string(suspension.threshold) + ") until an admin releases it",
+                suspended_reply(stage));
+}
+
 ListenerClass class_at_mail(const SessionFacts& s) {
   if (s.cls != ListenerClass::Auto) return s.cls;
   return s.authenticated ? ListenerClass::Submission : ListenerClass::Mx;

@@ -7,6 +7,7 @@
 
 #include "policy/decision.h"
 #include "policy/ip_address.h"
+#include "policy/login_breaker.h"
 #include "policy/mail_address.h"
 #include "policy/policy.h"
 
@@ -63,6 +64,14 @@ Decision brute_force(const Policy& p, const SessionFacts& s, uint32_t failures_i
 // AUTH as a login that brute_force.per_login locked (for this address: not a known-good one):
 // 535 5.7.8, never forwarded to the backend. `until_text`: when the lock ends (for the reason).
 Decision login_locked(const Policy& p, const SessionFacts& s, std::string_view until_text);
+
+// submission.breaker: `trip` was just crossed by the session's login (451 4.7.1 at MAIL, RCPT
+// and DATA; 454 4.7.0 at AUTH, after the backend accepted the password), or the login is
+// already suspended (`s`). Tempfail: the sender keeps its mail queued.
+Decision breaker_tripped(const Policy& p, const SessionFacts& s, Stage stage,
+                         const BreakerTrip& trip);
+Decision login_suspended(const Policy& p, const SessionFacts& s, Stage stage,
+                         const Suspension& suspension);
 
 // The class of a session after MAIL FROM: auto + authenticated -> Submission,
 // auto unauthenticated -> Mx; other classes unchanged.

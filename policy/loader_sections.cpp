@@ -59,6 +59,20 @@ void Loader::parse_submission(const json& v, const std::string& p) {
     read(*l, q, "recipients_per_hour", sub.limits.recipients_per_hour, u32);
     read(*l, q, "max_recipients", sub.limits.max_recipients, u32);
   }
+  if (const json* b = object_member(v, p, "breaker")) {
+    const std::string q = child(p, "breaker");
+    check_keys(*b, q, "submission.breaker");
+    BreakerPolicy breaker;
+    auto at_least_one = [&](auto& x, auto& r) { return as_u32(x, r, 1); };
+    read(*b, q, "max_ips_per_hour", breaker.max_ips_per_hour, at_least_one);
+    read(*b, q, "max_rcpt_domains_per_hour", breaker.max_rcpt_domains_per_hour, at_least_one);
+    read(*b, q, "max_rejected_rcpts_per_hour", breaker.max_rejected_rcpts_per_hour, at_least_one);
+    if (b->empty())
+      error(q,
+            "sets no threshold (max_ips_per_hour, max_rcpt_domains_per_hour, "
+            "max_rejected_rcpts_per_hour); leave \"breaker\" out to turn it off");
+    sub.breaker = breaker;
+  }
 }
 
 void Loader::parse_senders(const json& v, const std::string& p) {

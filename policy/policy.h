@@ -50,6 +50,14 @@ struct SubmissionLimits {
   uint32_t max_recipients = 0;       // 0 = off
 };
 
+// submission.breaker (SPEC §9): thresholds over the last hour of one login; crossing one
+// suspends the login until an admin releases it. A threshold left out is not checked.
+struct BreakerPolicy {
+  std::optional<uint32_t> max_ips_per_hour;             // distinct client addresses
+  std::optional<uint32_t> max_rcpt_domains_per_hour;    // distinct recipient domains
+  std::optional<uint32_t> max_rejected_rcpts_per_hour;  // recipients the backend refused
+};
+
 struct SubmissionPolicy {
   std::optional<Mode> mode;
   AccessPolicy access;  // default deny
@@ -58,6 +66,7 @@ struct SubmissionPolicy {
   // lower-cased login -> lower-cased entries: full addresses or "@domain"
   std::map<std::string, std::vector<std::string>> senders;
   SubmissionLimits limits;
+  std::optional<BreakerPolicy> breaker;  // off unless set (SPEC §9)
 };
 
 // brute_force.per_login (SPEC §9): failures of one login from every address.

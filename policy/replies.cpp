@@ -101,6 +101,14 @@ const FixedReply& auth_backend_unavailable() {
   static const FixedReply r = fixed(454, "4.7.0 Temporary authentication failure");
   return r;
 }
+const FixedReply& account_suspended() {
+  static const FixedReply r = fixed(451, "4.7.1 Account suspended, contact the administrator");
+  return r;
+}
+const FixedReply& account_suspended_auth() {
+  static const FixedReply r = fixed(454, "4.7.0 Account suspended, contact the administrator");
+  return r;
+}
 const FixedReply& backend_protocol_error() {
   static const FixedReply r = fixed(451, "4.3.0 Error: backend protocol error");
   return r;

@@ -32,6 +32,9 @@ Reply rate_limited();                     // 450 4.7.1 rate limit exceeded, try 
 Reply connection_rate();                  // 421 4.7.0 too many connections, try later, close
 Reply too_many_recipients();              // 452 4.5.3 Too many recipients
 const FixedReply& backend_unavailable();  // 421 4.4.1 backend unavailable, try later, close
+// submission.breaker: MAIL/RCPT/DATA (451 4.7.1) and AUTH (454 4.7.0) of a suspended login.
+const FixedReply& account_suspended();
+const FixedReply& account_suspended_auth();
 const FixedReply& auth_backend_unavailable();   // 454 4.7.0 Temporary authentication failure
 Reply message_too_big();                        // 552 5.3.4 Message size exceeds fixed limit
 Reply line_too_long();                          // 500 5.5.2 Line too long

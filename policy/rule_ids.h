@@ -21,6 +21,8 @@ inline constexpr std::string_view kMxLocalSender = "mx.local_sender";
 inline constexpr std::string_view kSubmissionAccess = "submission.access";
 inline constexpr std::string_view kSubmissionRequireTls = "submission.require_tls";
 inline constexpr std::string_view kSubmissionAuthRequired = "submission.auth_required";
+// A login suspended by the breaker (a hijacked account): SPEC §9.
+inline constexpr std::string_view kSubmissionBreaker = "submission.breaker";
 inline constexpr std::string_view kSubmissionAuthMatch = "submission.auth_match";
 inline constexpr std::string_view kLimitsRecipients = "limits.recipients";
 inline constexpr std::string_view kLimitsRate = "limits.rate";  // a login's sending rate

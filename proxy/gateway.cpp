@@ -355,30 +355,6 @@ bool Gateway::banned(const IpAddress& ip) {
   return bans_.banned(ban_key(ip), unix_now());
 }
 
-std::string Gateway::login_locked(std::string_view login, const IpAddress& ip) {
-  const auto& per = policy_->brute_force.per_login;
-  // never_ban addresses (the office) keep logging in whatever strangers did.
-  if (!per || policy_->brute_force.never_ban.lookup(ip)) return {};
-  const UnixMillis now = unix_now();
-  if (!logins_.locked_for(login, ban_key(ip), now, *per)) return {};
-  return iso_time(logins_.locked_until(login, now));
-}
-
-void Gateway::record_login_failure(std::string_view login, const std::string& session) {
-  const auto& per = policy_->brute_force.per_login;
-  if (!per || login.empty()) return;
-  const auto f = logins_.record_failure(login, unix_now(), *per);
-  if (!f.locked_now) return;
-  log_.write("login_lock", {{"session", session},
-                            {"login", std::string(login)},
-                            {"until", iso_time(f.until)},
-                            {"failures", f.failures}});
-}
-
-void Gateway::record_login_success(std::string_view login, const IpAddress& ip) {
-  if (policy_->brute_force.per_login) logins_.record_success(login, ban_key(ip), unix_now());
-}
-
 bool Gateway::repeated_failure(uint64_t key) {
   return bans_.repeated_failure(key, unix_now(), policy_->brute_force.window);
 }
@@ -455,11 +431,12 @@ void Gateway::load_bans() {
   // The state file is fixed for the life of the process (like the listeners).
   const std::string& path = policy_->brute_force.state_file;
   if (path.empty()) return;
-  std::string err = BanJournal::load(path, &bans_);
+  std::string err = StateJournal::load(path, &bans_, &logins_.guard(), &logins_.breaker());
   if (!err.empty()) log_.write("error", {{"component", "bans"}, {"reason", err}});
-  journal_ =
-      std::make_unique<BanJournal>(&loop_, path, bans_, policy_->brute_force,
-                                   policy_->log.path != "-", [this] { on_journal_progress(); });
+  journal_ = std::make_unique<StateJournal>(
+      &loop_, path, bans_, policy_->brute_force, policy_->log.path != "-",
+      [this] { on_journal_progress(); }, &logins_.guard(), &logins_.breaker());
+  logins_.set_journal(journal_.get());
 }
 
 // ---------------------------------------------------------------- admin endpoint

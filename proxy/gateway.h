@@ -14,15 +14,15 @@
 
 #include "policy/ban_list.h"
 #include "policy/decision.h"
-#include "policy/login_guard.h"
 #include "policy/policy.h"
 #include "policy/rate_limiter.h"
 #include "proxy/admin_http.h"
-#include "proxy/ban_journal.h"
 #include "proxy/log.h"
+#include "proxy/login_defence.h"
 #include "proxy/metrics.h"
 #include "proxy/password_key.h"
 #include "proxy/session_registry.h"
+#include "proxy/state_journal.h"
 #include "proxy/tls_channel.h"
 
 namespace smtpgate {
@@ -101,11 +101,9 @@ class Gateway final : public AdminServer::Handler {
   // brute_force.distinct_passwords (BanList::repeated_failure; the keyer's key is in memory).
   const PasswordKeyer& password_keyer() const { return keyer_; }
   bool repeated_failure(uint64_t key);
-  // brute_force.per_login (policy/login_guard.h): the lock's end as text when `login` is
-  // locked for `ip`, else ""; failures (a `login_lock` line when one locks it); successes.
-  std::string login_locked(std::string_view login, const IpAddress& ip);
-  void record_login_failure(std::string_view login, const std::string& session);
-  void record_login_success(std::string_view login, const IpAddress& ip);
+  // brute_force.per_login locks and submission.breaker suspensions (SPEC §9).
+  LoginDefence& logins() { return logins_; }
+  const Policy& policy() const { return *policy_; }
   // Bans `ip` at once; returns the state-file record to wait for before the banned client
   // hears its reply (0: nothing to wait for). See wait_for_ban_record().
   uint64_t ban(const IpAddress& ip, const std::string& reason, const std::string& session);
@@ -153,9 +151,9 @@ class Gateway final : public AdminServer::Handler {
   uv_timer_t housekeeping_{};            // expires bans
   BanList bans_;
   PasswordKeyer keyer_;
-  LoginGuard logins_;
-  std::unique_ptr<BanJournal> journal_;  // with brute_force.state_file
-  std::vector<Session*> ban_waiters_;    // sessions holding a reply until their ban is on disk
+  LoginDefence logins_{log_};
+  std::unique_ptr<StateJournal> journal_;  // with brute_force.state_file
+  std::vector<Session*> ban_waiters_;      // sessions holding a reply until their ban is on disk
   uint64_t journal_errors_seen_ = 0;
   bool journal_failing_ = false;
   std::map<IpAddress, uint32_t> per_ip_;  // admitted sessions by client address

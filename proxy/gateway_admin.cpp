@@ -67,6 +67,7 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path,
   if (path == "/metrics") {
     if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
     metrics_.set_bans_active(bans_.active(unix_now()).size());
+    metrics_.set_logins(logins_.locked(unix_now()), logins_.suspended_count());
     metrics_.set_log_dropped(log_.dropped_total());
     metrics_.set_state_write_errors(journal_ ? journal_->write_errors() : 0);
     return {200, "text/plain; version=0.0.4", metrics_.render_prometheus()};
@@ -94,20 +95,13 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path,
   }
   if (path == "/logins") {
     if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
-    nlohmann::json list = nlohmann::json::array();
-    for (const auto& l : logins_.locks(unix_now()))
-      list.push_back({{"login", l.login},
-                      {"state", "locked"},
-                      {"until", iso_time(l.until)},
-                      {"failures", l.failures},
-                      {"trigger", "brute_force.per_login"}});
-    return {200, json, dump_json({{"logins", list}}, 1)};
+    return {200, json, dump_json({{"logins", logins_.list(unix_now())}}, 1)};
   }
   if (path.starts_with("/logins/")) {
     if (method != "DELETE") return {405, "text/plain", "DELETE only\n", "DELETE"};
     const std::string login = url_decode(path.substr(8));
-    if (!logins_.release(login)) return {404, json, "{\"error\": \"not locked\"}\n"};
-    log_.write("login_lock", {{"login", login}, {"action", "release"}, {"reason", "admin"}});
+    if (!logins_.release(login, unix_now()))
+      return {404, json, "{\"error\": \"not locked or suspended\"}\n"};
     return {200, json, dump_json({{"released", login}})};
   }
   if (path.starts_with("/bans/") && method == "POST")

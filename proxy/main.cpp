@@ -11,9 +11,11 @@
 #include "proxy/admin_client.h"
 #include "proxy/gateway.h"
 #include "proxy/smtp/explain.h"
+#include "proxy/state_journal.h"
 #include "proxy/tls_files.h"
 #include "proxy/tools/learn.h"
 #include "proxy/tools/replay.h"
+#include "proxy/unix_time.h"
 
 namespace {
 
@@ -164,6 +166,18 @@ int main(int argc, char** argv) {
     if (!auth_user.empty()) in.auth_user = auth_user;
     in.auth_ok = !auth_fail;
     if (!mail_from.empty()) in.mail_from = mail_from;
+    // Locked and suspended logins as the running gateway remembers them (read, never changed).
+    BanList remembered_bans;
+    LoginGuard remembered_logins;
+    LoginBreaker remembered_breaker;
+    if (const std::string& state = r.policy->brute_force.state_file; !state.empty()) {
+      const std::string err = StateJournal::load(state, &remembered_bans, &remembered_logins,
+                                                 &remembered_breaker, true);
+      if (!err.empty()) std::cerr << "note: " << err << "; explaining without it\n";
+      in.logins = &remembered_logins;
+      in.breaker = &remembered_breaker;
+      in.now = unix_now();
+    }
     auto result = explain(*r.policy, in);
     if (!result) {
       std::cerr << result.error() << "\n";

@@ -180,6 +180,12 @@ std::string MetricsRegistry::render_prometheus() const {
 
   w.family("smtpgate_bans_active", "gauge", "Client IPs currently banned.");
   w.sample("smtpgate_bans_active", bans_active_);
+  w.family("smtpgate_logins_locked", "gauge",
+           "Logins locked for unknown addresses (brute_force.per_login).");
+  w.sample("smtpgate_logins_locked", logins_locked_);
+  w.family("smtpgate_logins_suspended", "gauge",
+           "Logins suspended by submission.breaker until an admin releases them.");
+  w.sample("smtpgate_logins_suspended", logins_suspended_);
 
   w.family("smtpgate_bans_issued_total", "counter", "Bans issued.");
   w.sample("smtpgate_bans_issued_total", bans_issued_);

@@ -80,6 +80,10 @@ class MetricsRegistry {
   void decision(std::string_view stage, std::string_view rule, std::string_view verdict,
                 bool enforced);
   void set_bans_active(uint64_t n) { bans_active_ = n; }
+  void set_logins(uint64_t locked, uint64_t suspended) {
+    logins_locked_ = locked;
+    logins_suspended_ = suspended;
+  }
   void ban_issued() { ++bans_issued_; }
   void auth(AuthResult result);
   // The backend accepted a message of `bytes` octets (as forwarded).
@@ -110,6 +114,8 @@ class MetricsRegistry {
   LabeledCounter<2> sessions_;   // listener, class
   LabeledCounter<4> decisions_;  // stage, rule, verdict, enforced
   uint64_t bans_active_ = 0;
+  uint64_t logins_locked_ = 0;
+  uint64_t logins_suspended_ = 0;
   uint64_t bans_issued_ = 0;
   std::array<uint64_t, 4> auth_{};
   std::array<uint64_t, 2> messages_{};

@@ -2,6 +2,7 @@
 
 #include "policy/rule_ids.h"
 #include "proxy/gateway.h"
+#include "proxy/unix_time.h"
 
 namespace smtpgate {
 
@@ -52,15 +53,51 @@ bool SessionServices::repeated_failure(uint64_t key) {
 }
 
 std::string SessionServices::login_locked(std::string_view login, const IpAddress& ip) {
-  return gw_.login_locked(login, ip);
+  const auto& bf = gw_.policy().brute_force;
+  // never_ban addresses (the office) keep logging in whatever strangers did.
+  if (!bf.per_login || bf.never_ban.lookup(ip)) return {};
+  return gw_.logins().locked_for(*bf.per_login, login, gw_.ban_key(ip), unix_now());
 }
 
 void SessionServices::record_login_failure(std::string_view login) {
-  gw_.record_login_failure(login, id_);
+  if (const auto& per = gw_.policy().brute_force.per_login)
+    gw_.logins().failure(*per, login, unix_now(), id_);
 }
 
 void SessionServices::record_login_success(std::string_view login, const IpAddress& ip) {
-  gw_.record_login_success(login, ip);
+  if (gw_.policy().brute_force.per_login) gw_.logins().success(login, gw_.ban_key(ip), unix_now());
+}
+
+std::optional<BreakerTrip> SessionServices::breaker_login(std::string_view login,
+                                                          const IpAddress& ip) {
+  const auto& b = gw_.policy().submission.breaker;
+  if (!b) return std::nullopt;
+  return gw_.logins().breaker_login(*b, login, gw_.ban_key(ip), unix_now());
+}
+
+std::optional<BreakerTrip> SessionServices::breaker_recipient(std::string_view login,
+                                                              std::string_view domain) {
+  const auto& b = gw_.policy().submission.breaker;
+  if (!b) return std::nullopt;
+  return gw_.logins().breaker_recipient(*b, login, domain, unix_now());
+}
+
+std::optional<BreakerTrip> SessionServices::breaker_refused(std::string_view login) {
+  const auto& b = gw_.policy().submission.breaker;
+  if (!b) return std::nullopt;
+  return gw_.logins().breaker_refused(*b, login, unix_now());
+}
+
+const Suspension* SessionServices::login_suspended(std::string_view login) {
+  return gw_.logins().suspended(login);
+}
+
+void SessionServices::suspend(std::string_view login, const BreakerTrip& trip) {
+  gw_.logins().suspend(login, trip, unix_now(), id_);
+}
+
+void SessionServices::would_suspend(std::string_view login, const BreakerTrip& trip) {
+  gw_.logins().would_suspend(login, trip, unix_now(), id_);
 }
 
 void SessionServices::ban(const IpAddress& ip, const std::string& reason) {

@@ -38,6 +38,13 @@ class SessionServices final : public smtp::DialogueServices {
   std::string login_locked(std::string_view login, const IpAddress& ip) override;
   void record_login_failure(std::string_view login) override;
   void record_login_success(std::string_view login, const IpAddress& ip) override;
+  std::optional<BreakerTrip> breaker_login(std::string_view login, const IpAddress& ip) override;
+  std::optional<BreakerTrip> breaker_recipient(std::string_view login,
+                                               std::string_view domain) override;
+  std::optional<BreakerTrip> breaker_refused(std::string_view login) override;
+  const Suspension* login_suspended(std::string_view login) override;
+  void suspend(std::string_view login, const BreakerTrip& trip) override;
+  void would_suspend(std::string_view login, const BreakerTrip& trip) override;
   void ban(const IpAddress& ip, const std::string& reason) override;
   void would_ban(const IpAddress& ip, const std::string& reason) override;
   void decision(const Decision& d, const smtp::DecisionFacts& facts) override;

@@ -37,10 +37,10 @@ cmake -S "$ROOT" -B "$ROOT/build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSMTPG
   -DSMTPGATE_SANITIZER=thread >/dev/null
 cmake --build "$ROOT/build-tsan" -j"$JOBS" --target smtpgate unit_tests
 step_done
-echo "== tests (ThreadSanitizer build: [ban_journal] and [log_writer] unit tests, test_defences, test_hostile_client, test_stalls)"
+echo "== tests (ThreadSanitizer build: [state_journal] and [log_writer] unit tests, test_defences, test_hostile_client, test_stalls)"
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 for i in $(seq 10); do
-  if ! timeout 300 "$ROOT/build-tsan/tests/unit_tests" "[ban_journal],[log_writer]" \
+  if ! timeout 300 "$ROOT/build-tsan/tests/unit_tests" "[state_journal],[log_writer]" \
       >"$ROOT/build-tsan/unit_tests.log" 2>&1; then
     cat "$ROOT/build-tsan/unit_tests.log"
     echo "ThreadSanitizer unit tests failed (run $i of 10)" >&2

@@ -338,6 +338,13 @@ void Dialogue::on_backend_reply(BackendCommand cmd, const BackendReply& r) {
         }
         if (cmd == BackendCommand::Rcpt) {
           if (r.positive()) ++txn_.rcpt_accepted;
+          // The command has its reply (the backend's): a trip suspends what comes next.
+          if (r.permanent() && breaker_on())
+            if (auto trip = services_.breaker_refused(facts_.login))
+              trip_breaker(Stage::Rcpt, *trip, {},
+                           txn_.replies_seen < txn_.forwarded.size()
+                               ? txn_.forwarded[txn_.replies_seen]
+                               : std::string_view());
           if (txn_.replies_seen < txn_.forwarded.size() && r.positive())
             txn_.accepted.push_back(txn_.forwarded[txn_.replies_seen]);
           ++txn_.replies_seen;
@@ -450,6 +457,24 @@ bool Dialogue::apply(const Decision& d, std::string_view from, std::string_view 
   reply(d.reply);
   if (d.reply.close) close();
   return true;
+}
+
+bool Dialogue::refused_as_suspended(Stage stage, std::string_view from, std::string_view rcpt) {
+  if (!breaker_on()) return false;
+  const Suspension* s = services_.login_suspended(facts_.login);
+  return s && apply(engine::login_suspended(policy_, facts_, stage, *s), from, rcpt);
+}
+
+Decision Dialogue::trip_breaker(Stage stage, const BreakerTrip& trip, std::string_view from,
+                                std::string_view rcpt) {
+  Decision d = engine::breaker_tripped(policy_, facts_, stage, trip);
+  if (d.enforced) {
+    services_.suspend(facts_.login, trip);
+  } else {
+    services_.would_suspend(facts_.login, trip);
+  }
+  report(d, from, rcpt);
+  return d;
 }
 
 void Dialogue::refuse_protocol(Stage stage, std::string_view rule, std::string reason,

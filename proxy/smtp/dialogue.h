@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -114,6 +115,17 @@ class DialogueServices {
   virtual std::string login_locked(std::string_view login, const IpAddress& ip) = 0;
   virtual void record_login_failure(std::string_view login) = 0;
   virtual void record_login_success(std::string_view login, const IpAddress& ip) = 0;
+  // submission.breaker (SPEC §9), for authenticated logins: what the login did — a login the
+  // backend accepted from `ip`, a recipient domain about to be forwarded, a recipient the
+  // backend refused — and the threshold it crossed just now, if any; the login's suspension
+  // (null: none); suspend it, or (dry-run) log that it would be.
+  virtual std::optional<BreakerTrip> breaker_login(std::string_view login, const IpAddress& ip) = 0;
+  virtual std::optional<BreakerTrip> breaker_recipient(std::string_view login,
+                                                       std::string_view domain) = 0;
+  virtual std::optional<BreakerTrip> breaker_refused(std::string_view login) = 0;
+  virtual const Suspension* login_suspended(std::string_view login) = 0;
+  virtual void suspend(std::string_view login, const BreakerTrip& trip) = 0;
+  virtual void would_suspend(std::string_view login, const BreakerTrip& trip) = 0;
   // Bans `ip` (the reply that announces it waits until the ban is on disk); would_ban: dry-run.
   virtual void ban(const IpAddress& ip, const std::string& reason) = 0;
   virtual void would_ban(const IpAddress& ip, const std::string& reason) = 0;
@@ -298,6 +310,14 @@ class Dialogue {
   // The transaction under way as a record; `sender` holds its sender's text.
   TransactionRecord txn_record(std::string& sender) const;
   bool apply(const Decision& d, std::string_view from = {}, std::string_view rcpt = {});
+  // submission.breaker: the session's login is suspended and the command is refused (true).
+  bool refused_as_suspended(Stage stage, std::string_view from = {}, std::string_view rcpt = {});
+  // A threshold crossed by this session's login: suspends it (or logs would_suspend) and
+  // reports the decision; returns it (the caller replies when it blocks).
+  Decision trip_breaker(Stage stage, const BreakerTrip& trip, std::string_view from = {},
+                        std::string_view rcpt = {});
+  bool breaker_refuses_auth();  // after the backend's 235
+  bool breaker_on() const { return policy_.submission.breaker && facts_.authenticated; }
   void refuse_protocol(Stage stage, std::string_view rule, std::string reason, const Reply& r,
                        std::string_view state);
   void set_class(ListenerClass c);

@@ -96,6 +96,7 @@ void Dialogue::auth_with(Credentials creds) {
 void Dialogue::reply_to_auth(const BackendReply& r) {
   waiting_ = false;
   const bool ok = r.code == 235;
+  if (ok && policy_.submission.breaker && breaker_refuses_auth()) return;
   // The backend's verdict is the session's; only explain lists it as a decision (a live
   // session logs the auth line below instead).
   if (report_allows_) report(engine::auth_result(policy_, facts_, ok));
@@ -121,6 +122,25 @@ void Dialogue::reply_to_auth(const BackendReply& r) {
     count_auth_failure(r.raw);
   }
   command_deadline();
+}
+
+bool Dialogue::breaker_refuses_auth() {
+  // The password was right: a suspended login (or the login that suspends it now, from one
+  // address too many) is refused all the same, and the backend session it opened is dropped.
+  Decision d;
+  if (const Suspension* s = services_.login_suspended(facts_.login)) {
+    d = engine::login_suspended(policy_, facts_, Stage::Auth, *s);
+    report(d);
+  } else if (auto trip = services_.breaker_login(facts_.login, facts_.client)) {
+    d = trip_breaker(Stage::Auth, *trip);
+  }
+  if (!d.blocks()) return false;
+  password_key_ = 0;
+  services_.auth(facts_.login, AuthOutcome::Refused, d.reply.line());
+  io_.backend_abort();
+  backend_reply_arrived(replies::wire(d.reply));  // in the AUTH reply's place
+  command_deadline();
+  return true;
 }
 
 void Dialogue::auth_failed_locally(std::string_view text, bool counts) {

@@ -18,10 +18,16 @@ void Dialogue::cmd_mail(const Command& cmd, std::string_view line) {
   if (facts_.authenticated) c.messages_last_hour = services_.messages_last_hour(facts_.login);
   const std::string from = sender->address();
   const Decision d = engine::mail(policy_, facts_, *sender, cmd.size.value_or(0), c);
-  if (apply(d, from)) {
-    record_transaction("rejected", Stage::Mail, d.rule, d.reply.line(), from.empty() ? "<>" : from);
-    return;
-  }
+  auto rejected = [&](const Decision& why) {
+    record_transaction("rejected", Stage::Mail, why.rule, why.reply.line(),
+                       from.empty() ? "<>" : from);
+  };
+  if (apply(d, from)) return rejected(d);
+  if (breaker_on())
+    if (const Suspension* s = services_.login_suspended(facts_.login)) {
+      const Decision sd = engine::login_suspended(policy_, facts_, Stage::Mail, *s);
+      if (apply(sd, from)) return rejected(sd);
+    }
   junk_ = 0;
   if (backend_auth_lost_ || !io_.backend_open()) {
     reply(replies::backend_unavailable().wire);
@@ -59,6 +65,14 @@ void Dialogue::cmd_rcpt(const Command& cmd, std::string_view line) {
   std::string from;  // named in the decision's log line (an allow is not logged)
   if (!d.allowed() || report_allows_) txn_.sender.append_address(from);
   if (apply(d, from, to)) return;
+  if (breaker_on()) {
+    if (from.empty()) txn_.sender.append_address(from);
+    if (refused_as_suspended(Stage::Rcpt, from, to)) return;
+    if (auto trip = services_.breaker_recipient(facts_.login, rcpt->domain)) {
+      const Decision t = trip_breaker(Stage::Rcpt, *trip, from, to);
+      if (t.blocks()) return reply(t.reply);
+    }
+  }
   if (txn_.rcpt_forwarded == 0) txn_.first_rcpt = to;
   ++txn_.rcpt_forwarded;
   if (recorded) txn_.forwarded.push_back(std::move(to));
@@ -73,6 +87,7 @@ void Dialogue::cmd_data() {
   if (txn_.rcpt_accepted == 0)
     return reply(txn_.rcpt_forwarded ? replies::no_valid_recipients().wire
                                      : replies::need_rcpt().wire);
+  if (refused_as_suspended(Stage::Data)) return;
   if (io_.backend_idle()) {
     reply(replies::backend_unavailable().wire);
     close();
@@ -135,8 +150,13 @@ void Dialogue::on_body_end(BodyFilter::Status status, uint64_t size) {
     return;
   }
   Decision d = engine::body_end(policy_, facts_, size, status == BodyFilter::Status::BareNewline);
+  // A suspension while the body streamed (another session tripped the breaker): the message
+  // is not completed at the backend either.
+  if (d.allowed() && breaker_on())
+    if (const Suspension* s = services_.login_suspended(facts_.login))
+      d = engine::login_suspended(policy_, facts_, Stage::Data, *s);
   report(d);
-  if (!d.allowed()) {
+  if (d.blocks()) {
     io_.backend_abort();  // closed before the final dot: nothing is delivered
     if (facts_.authenticated) backend_auth_lost_ = true;
     record_transaction("rejected", Stage::Data, d.rule, d.reply.line(), {}, size);

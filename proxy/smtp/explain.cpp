@@ -53,6 +53,9 @@ Result<ExplainResult> explain(const Policy& policy, const ExplainInput& in) {
   session.auth_ok = in.auth_ok;
   session.sender = std::move(sender);
   session.rcpts = std::move(rcpts);
+  session.logins = in.logins;
+  session.breaker = in.breaker;
+  session.now = in.now;
   smtp::ScriptedResult run = smtp::run_scripted_session(policy, session);
   ExplainResult out;
   out.decisions = std::move(run.decisions);

@@ -7,6 +7,8 @@
 
 #include "policy/decision.h"
 #include "policy/ip_address.h"
+#include "policy/login_breaker.h"
+#include "policy/login_guard.h"
 #include "policy/policy.h"
 
 namespace smtpgate {
@@ -20,6 +22,10 @@ struct ExplainInput {
   bool auth_ok = true;                   // --auth-ok (default) or --auth-fail
   std::optional<std::string> mail_from;  // with or without <>
   std::vector<std::string> rcpts;
+  // The gateway's remembered locks and suspensions (from brute_force.state_file), at `now`.
+  const LoginGuard* logins = nullptr;
+  const LoginBreaker* breaker = nullptr;
+  UnixMillis now = 0;
 };
 
 struct ExplainResult {

@@ -1,5 +1,7 @@
 #include "proxy/smtp/scripted_session.h"
 
+#include <ctime>
+
 #include <deque>
 
 #include "proxy/smtp/command.h"
@@ -64,9 +66,35 @@ class Script final : public DialogueIo, public DialogueServices {
     return 0;  // every failure counts here
   }
   bool repeated_failure(uint64_t) override { return false; }
-  std::string login_locked(std::string_view, const IpAddress&) override { return {}; }
+  std::string login_locked(std::string_view login, const IpAddress& ip) override {
+    const auto& bf = policy->brute_force;
+    if (!state->logins || !bf.per_login || bf.never_ban.lookup(ip)) return {};
+    const IpAddress key = ip.is_v6() ? ip.masked(bf.ipv6_prefix) : ip;
+    if (!state->logins->locked_for(login, key, state->now, *bf.per_login)) return {};
+    const std::time_t until = state->logins->locked_until(login, state->now) / 1000;
+    std::tm tm{};
+    gmtime_r(&until, &tm);
+    char text[32];
+    std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return text;
+  }
   void record_login_failure(std::string_view) override {}
   void record_login_success(std::string_view, const IpAddress&) override {}
+  // A fresh gateway counts nothing toward the breaker; a suspension it remembers applies.
+  std::optional<BreakerTrip> breaker_login(std::string_view, const IpAddress&) override {
+    return std::nullopt;
+  }
+  std::optional<BreakerTrip> breaker_recipient(std::string_view, std::string_view) override {
+    return std::nullopt;
+  }
+  std::optional<BreakerTrip> breaker_refused(std::string_view) override { return std::nullopt; }
+  const Suspension* login_suspended(std::string_view login) override {
+    return state->breaker ? state->breaker->suspended(login) : nullptr;
+  }
+  void suspend(std::string_view, const BreakerTrip&) override {}
+  void would_suspend(std::string_view, const BreakerTrip&) override {}
+  const Policy* policy = nullptr;
+  const ScriptedSession* state = nullptr;
   void ban(const IpAddress&, const std::string&) override {}
   void would_ban(const IpAddress&, const std::string&) override {}
   void decision(const Decision& d, const DecisionFacts&) override { decisions.push_back(d); }
@@ -93,6 +121,8 @@ std::string base64_plain(std::string_view login) {
 ScriptedResult run_scripted_session(const Policy& policy, const ScriptedSession& s) {
   const Listener& listener = *s.listener;
   Script script;
+  script.policy = &policy;
+  script.state = &s;
   Dialogue::Setup setup;
   setup.policy = &policy;
   setup.listener = &listener;

@@ -14,6 +14,8 @@
 
 #include "policy/decision.h"
 #include "policy/ip_address.h"
+#include "policy/login_breaker.h"
+#include "policy/login_guard.h"
 #include "policy/mail_address.h"
 #include "policy/policy.h"
 
@@ -36,6 +38,11 @@ struct ScriptedSession {
   // Whether the backend accepts rcpts[i] once the policy lets it through; unset: all.
   std::function<bool(size_t)> backend_accepts_rcpt;
   std::string_view session_id = "explain";  // outlives the run
+  // What the gateway remembers (explain reads it from the state file): locked logins
+  // (brute_force.per_login) and suspended ones (submission.breaker) at `now`. Null: none.
+  const LoginGuard* logins = nullptr;
+  const LoginBreaker* breaker = nullptr;
+  UnixMillis now = 0;
 };
 
 struct ScriptedResult {

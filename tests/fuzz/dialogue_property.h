@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "policy/loader.h"
+#include "policy/login_breaker.h"
 #include "proxy/smtp/dialogue.h"
 #include "proxy/smtp/sasl.h"
 
@@ -42,7 +43,9 @@ inline std::shared_ptr<Policy> dialogue_policy() {
         { "name": "auto", "listen": "127.0.0.1:2525", "class": "auto" }
       ],
       "backend": { "address": "127.0.0.1:10025" },
-      "submission": { "require_tls": false, "access": { "default": "allow" } },
+      "submission": { "require_tls": false, "access": { "default": "allow" },
+                      "breaker": { "max_rcpt_domains_per_hour": 3,
+                                   "max_rejected_rcpts_per_hour": 2 } },
       "brute_force": { "max_failures": 3 },
       "mx": { "max_recipients": 5 }
     })",
@@ -91,6 +94,9 @@ class DialogueHarness final : public smtp::DialogueIo, public smtp::DialogueServ
     if (trace) *trace += "  to backend: " + std::string(line) + "\n";
     if (closed && cmd != smtp::BackendCommand::Rset) fail("command sent after the close");
     const bool authenticated = dialogue && dialogue->facts().authenticated;
+    if (authenticated && cmd != smtp::BackendCommand::Rset &&
+        breaker.suspended(dialogue->facts().login))
+      fail("a suspended login reached the backend: " + std::string(line));
     switch (cmd) {
       case smtp::BackendCommand::Mail:
         ++mails_;
@@ -147,6 +153,29 @@ class DialogueHarness final : public smtp::DialogueIo, public smtp::DialogueServ
   std::string login_locked(std::string_view, const IpAddress&) override { return {}; }
   void record_login_failure(std::string_view) override {}
   void record_login_success(std::string_view, const IpAddress&) override {}
+  // submission.breaker: the real bookkeeping (the policy may set thresholds); once a login is
+  // suspended nothing of it may reach the backend (checked in backend_send).
+  std::optional<BreakerTrip> breaker_login(std::string_view login, const IpAddress& ip) override {
+    const auto& b = dialogue_policy()->submission.breaker;
+    return b ? breaker.login(login, ip, 0, *b) : std::nullopt;
+  }
+  std::optional<BreakerTrip> breaker_recipient(std::string_view login,
+                                               std::string_view domain) override {
+    const auto& b = dialogue_policy()->submission.breaker;
+    return b ? breaker.recipient(login, domain, 0, *b) : std::nullopt;
+  }
+  std::optional<BreakerTrip> breaker_refused(std::string_view login) override {
+    const auto& b = dialogue_policy()->submission.breaker;
+    return b ? breaker.refused_recipient(login, 0, *b) : std::nullopt;
+  }
+  const Suspension* login_suspended(std::string_view login) override {
+    return breaker.suspended(login);
+  }
+  void suspend(std::string_view login, const BreakerTrip& trip) override {
+    breaker.suspend(login, trip, 0);
+  }
+  void would_suspend(std::string_view, const BreakerTrip&) override {}
+  LoginBreaker breaker;
   void ban(const IpAddress&, const std::string& reason) override { check_text(reason); }
   void would_ban(const IpAddress&, const std::string& reason) override { check_text(reason); }
   void decision(const Decision& d, const smtp::DecisionFacts& f) override {

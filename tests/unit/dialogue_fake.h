@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "policy/login_breaker.h"
 #include "proxy/smtp/dialogue.h"
 
 namespace smtpgate::smtp::testing {
@@ -175,6 +176,40 @@ class FakeServices final : public DialogueServices {
     login_successes.emplace_back(login);
   }
   std::set<uint64_t> failed_keys;
+  // submission.breaker: the real bookkeeping on the injected clock; suspensions recorded.
+  LoginBreaker breaker;
+  struct Suspended {
+    std::string login;
+    BreakerTrip trip;
+  };
+  std::vector<Suspended> suspended, would_suspend_calls;
+  std::optional<BreakerTrip> breaker_login(std::string_view login, const IpAddress& ip) override {
+    return policy && policy->submission.breaker
+               ? breaker.login(login, ip, now, *policy->submission.breaker)
+               : std::nullopt;
+  }
+  std::optional<BreakerTrip> breaker_recipient(std::string_view login,
+                                               std::string_view domain) override {
+    return policy && policy->submission.breaker
+               ? breaker.recipient(login, domain, now, *policy->submission.breaker)
+               : std::nullopt;
+  }
+  std::optional<BreakerTrip> breaker_refused(std::string_view login) override {
+    return policy && policy->submission.breaker
+               ? breaker.refused_recipient(login, now, *policy->submission.breaker)
+               : std::nullopt;
+  }
+  const Suspension* login_suspended(std::string_view login) override {
+    return breaker.suspended(login);
+  }
+  void suspend(std::string_view login, const BreakerTrip& trip) override {
+    breaker.suspend(login, trip, now);
+    suspended.push_back({std::string(login), trip});
+  }
+  void would_suspend(std::string_view login, const BreakerTrip& trip) override {
+    would_suspend_calls.push_back({std::string(login), trip});
+  }
+  const Policy* policy = nullptr;  // the breaker's thresholds (set by the harness)
   void ban(const IpAddress& ip, const std::string& reason) override {
     bans.push_back({ip, reason});
   }

@@ -32,6 +32,12 @@ smtpgate_connections_refused_total{reason="rate"} 0
 # HELP smtpgate_bans_active Client IPs currently banned.
 # TYPE smtpgate_bans_active gauge
 smtpgate_bans_active 0
+# HELP smtpgate_logins_locked Logins locked for unknown addresses (brute_force.per_login).
+# TYPE smtpgate_logins_locked gauge
+smtpgate_logins_locked 0
+# HELP smtpgate_logins_suspended Logins suspended by submission.breaker until an admin releases them.
+# TYPE smtpgate_logins_suspended gauge
+smtpgate_logins_suspended 0
 # HELP smtpgate_bans_issued_total Bans issued.
 # TYPE smtpgate_bans_issued_total counter
 smtpgate_bans_issued_total 0
@@ -102,6 +108,7 @@ TEST_CASE("MetricsRegistry: the exact exposition of a small registry", "[metrics
   m.decision("rcpt", "mx.relay", "reject", false);
   m.decision("rcpt", "mx.relay", "reject", true);
   m.set_bans_active(2);
+  m.set_logins(3, 1);
   m.ban_issued();
   m.auth(AuthResult::Ok);
   m.auth(AuthResult::Failed);
@@ -144,6 +151,12 @@ smtpgate_decisions_total{stage="rcpt",rule="mx.relay",verdict="reject",enforced=
 # HELP smtpgate_bans_active Client IPs currently banned.
 # TYPE smtpgate_bans_active gauge
 smtpgate_bans_active 2
+# HELP smtpgate_logins_locked Logins locked for unknown addresses (brute_force.per_login).
+# TYPE smtpgate_logins_locked gauge
+smtpgate_logins_locked 3
+# HELP smtpgate_logins_suspended Logins suspended by submission.breaker until an admin releases them.
+# TYPE smtpgate_logins_suspended gauge
+smtpgate_logins_suspended 1
 # HELP smtpgate_bans_issued_total Bans issued.
 # TYPE smtpgate_bans_issued_total counter
 smtpgate_bans_issued_total 1

@@ -9,10 +9,10 @@
 #include <sstream>
 #include <string>
 
-#include "proxy/ban_journal.h"
+#include "proxy/state_journal.h"
 
 using smtpgate::BanEntry;
-using smtpgate::BanJournal;
+using smtpgate::StateJournal;
 using smtpgate::BanList;
 using smtpgate::BruteForcePolicy;
 using smtpgate::IpAddress;
@@ -79,7 +79,7 @@ struct LoopFixture {
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK(uv_loop_close(&loop) == 0);
   }
-  void run_until(const BanJournal& j, uint64_t seq) {
+  void run_until(const StateJournal& j, uint64_t seq) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (j.done() < seq && std::chrono::steady_clock::now() < deadline) {
       uv_timer_start(
@@ -92,13 +92,13 @@ struct LoopFixture {
 
 }  // namespace
 
-TEST_CASE("ban journal: load", "[ban_journal]") {
+TEST_CASE("ban journal: load", "[state_journal]") {
   TempDir dir;
   const std::string path = dir.file("bans.json");
 
   SECTION("a missing file is an empty state") {
     BanList b;
-    CHECK(BanJournal::load(path, &b) == "");
+    CHECK(StateJournal::load(path, &b) == "");
     CHECK(b.ban_count() == 0);
   }
   SECTION("records replay in order; a torn last record is ignored") {
@@ -111,7 +111,7 @@ TEST_CASE("ban journal: load", "[ban_journal]") {
                "{\"history\":\"2001:db8::1\",\"offenses\":3,\"last_until\":900}\n"
                "{\"ban\":\"192.0.2.3\",\"since\":2000,\"unt");  // the crash came here
     BanList b;
-    CHECK(BanJournal::load(path, &b) == "");
+    CHECK(StateJournal::load(path, &b) == "");
     CHECK(b.banned(ip("192.0.2.1"), 3600999));
     CHECK_FALSE(b.banned(ip("192.0.2.1"), 3601000));  // milliseconds, as recorded
     CHECK_FALSE(b.banned(ip("192.0.2.2"), 2000));     // lifted
@@ -127,7 +127,7 @@ TEST_CASE("ban journal: load", "[ban_journal]") {
         {"ip": "192.0.2.1", "since": 100, "until": 3700, "offense": 2, "reason": "old"}],
         "history": [{"ip": "192.0.2.1", "offenses": 2, "last_until": 3700}]})");
     BanList b;
-    CHECK(BanJournal::load(path, &b) == "");
+    CHECK(StateJournal::load(path, &b) == "");
     REQUIRE(b.find(ip("192.0.2.1"), 3699 * kSec));
     CHECK(b.find(ip("192.0.2.1"), 3699 * kSec)->reason == "old");
     CHECK_FALSE(b.banned(ip("192.0.2.1"), 3700 * kSec));
@@ -148,7 +148,7 @@ TEST_CASE("ban journal: load", "[ban_journal]") {
       write_file(path, text);
       BanList b;
       b.ban(ip("198.51.100.1"), 0, BruteForcePolicy{}, "kept?");
-      const std::string err = BanJournal::load(path, &b);
+      const std::string err = StateJournal::load(path, &b);
       CHECK(err.find("is corrupt") != std::string::npos);
       CHECK(b.ban_count() == 0);  // starts with no bans
       CHECK_FALSE(fs::exists(path));
@@ -163,7 +163,7 @@ TEST_CASE("ban journal: load", "[ban_journal]") {
   }
 }
 
-TEST_CASE("ban journal: records reach the file, and survive a restart", "[ban_journal]") {
+TEST_CASE("ban journal: records reach the file, and survive a restart", "[state_journal]") {
   TempDir dir;
   const std::string path = dir.file("bans.json");
   BruteForcePolicy bf;
@@ -172,7 +172,7 @@ TEST_CASE("ban journal: records reach the file, and survive a restart", "[ban_jo
   {
     LoopFixture f;
     int progress = 0;
-    BanJournal j(&f.loop, path, initial, bf, false, [&] { ++progress; });
+    StateJournal j(&f.loop, path, initial, bf, false, [&] { ++progress; });
     j.record_ban(entry("192.0.2.1", kT0, kT0 + 3600 * kSec + 961, 1, "5 AUTH failures"));
     j.record_ban(entry("2001:db8::7", kT0, kT0 + 4 * 3600 * kSec, 2, "again \xff bytes"));
     j.record_unban(ip("192.0.2.9"));
@@ -184,7 +184,7 @@ TEST_CASE("ban journal: records reach the file, and survive a restart", "[ban_jo
     CHECK(j.last_error().empty());
     // On disk now, before close: what a kill -9 would leave.
     BanList reread;
-    REQUIRE(BanJournal::load(path, &reread) == "");
+    REQUIRE(StateJournal::load(path, &reread) == "");
     CHECK(reread.banned(ip("192.0.2.1"), kT0 + 3600 * kSec + 960));
     CHECK_FALSE(reread.banned(ip("192.0.2.1"), kT0 + 3600 * kSec + 961));
     CHECK(reread.find(ip("2001:db8::7"), kT0)->offense == 2);
@@ -198,17 +198,17 @@ TEST_CASE("ban journal: records reach the file, and survive a restart", "[ban_jo
     j.close();
   }
   BanList after;
-  REQUIRE(BanJournal::load(path, &after) == "");
+  REQUIRE(StateJournal::load(path, &after) == "");
   CHECK(after.active(kT0).size() == 2);
 }
 
 TEST_CASE("ban journal: compaction keeps the file proportional to the bans in force",
-          "[ban_journal]") {
+          "[state_journal]") {
   TempDir dir;
   const std::string path = dir.file("bans.json");
   BruteForcePolicy bf;
   LoopFixture f;
-  BanJournal j(&f.loop, path, BanList{}, bf, false, [] {});
+  StateJournal j(&f.loop, path, BanList{}, bf, false, [] {});
   // The same 50 addresses banned and lifted over and over: 4,000 records, 50 bans at most.
   uint64_t last = 0;
   for (int round = 0; round < 40; ++round) {
@@ -221,18 +221,18 @@ TEST_CASE("ban journal: compaction keeps the file proportional to the bans in fo
   }
   j.close();
   const auto size = fs::file_size(path);
-  CHECK(size < 3 * BanJournal::kMinCompactBytes);  // appended: over 600 KB
+  CHECK(size < 3 * StateJournal::kMinCompactBytes);  // appended: over 600 KB
   BanList b;
-  REQUIRE(BanJournal::load(path, &b) == "");
+  REQUIRE(StateJournal::load(path, &b) == "");
   CHECK(b.active(kT0).size() == 50);
 }
 
 TEST_CASE("ban journal: a state file that cannot be written is counted, never fatal",
-          "[ban_journal]") {
+          "[state_journal]") {
   TempDir dir;
   const std::string path = dir.file("missing-dir/bans.json");
   LoopFixture f;
-  BanJournal j(&f.loop, path, BanList{}, BruteForcePolicy{}, false, [] {});
+  StateJournal j(&f.loop, path, BanList{}, BruteForcePolicy{}, false, [] {});
   const uint64_t seq = j.record_ban(entry("192.0.2.1", kT0, kT0 + kSec, 1));
   f.run_until(j, seq);  // done, though not written: nobody waits forever
   CHECK(j.write_errors() >= 1);

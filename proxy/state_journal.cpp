@@ -1,4 +1,4 @@
-#include "proxy/ban_journal.h"
+#include "proxy/state_journal.h"
 
 #include "proxy/fd_write.h"
 
@@ -18,6 +18,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "policy/domain_set.h"
 
 namespace smtpgate {
 namespace {
@@ -50,8 +52,37 @@ std::string ban_record(const BanEntry& e) {
   return dump(j);
 }
 
-// One journal line into `bans`; "" or what is wrong with it.
-std::string apply_record(std::string_view line, BanList* bans) {
+std::string lock_record(std::string_view login, UnixMillis until, uint32_t failures) {
+  return dump({{"login_lock", ascii_lower(login)}, {"until", until}, {"failures", failures}});
+}
+
+std::string known_good_record(std::string_view login, const IpAddress& ip, UnixMillis at) {
+  return dump({{"known_good", ascii_lower(login)}, {"ip", ip.to_string()}, {"at", at}});
+}
+
+std::string suspension_record(const Suspension& s) {
+  return dump({{"suspend", s.login},
+               {"since", s.since},
+               {"trigger", s.trigger},
+               {"value", s.value},
+               {"threshold", s.threshold}});
+}
+
+// Where records go: the loop's state at load, the thread's copy after.
+struct Targets {
+  BanList* bans;
+  LoginGuard* logins;  // null: login records are read and dropped
+  LoginBreaker* breaker;
+  UnixMillis now;
+};
+
+std::string login_of(const nlohmann::json& j, const char* key) {
+  const auto& v = j.at(key);
+  return v.is_string() ? v.get<std::string>() : std::string();
+}
+
+// One journal line into `t`; "" or what is wrong with it.
+std::string apply_record(std::string_view line, const Targets& t) {
   auto j = nlohmann::json::parse(line, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return "not a JSON object";
   auto ip_of = [&](const char* key) -> std::optional<IpAddress> {
@@ -70,20 +101,53 @@ std::string apply_record(std::string_view line, BanList* bans) {
       e.offense = j.at("offense").get<uint32_t>();
       e.reason = j.value("reason", "");
       e.prefix = j.value("prefix", uint8_t{0});
-      bans->restore(e);
+      t.bans->restore(e);
       return "";
     }
     if (j.contains("unban")) {
       auto ip = ip_of("unban");
       if (!ip) return "bad IP address";
-      bans->unban(*ip);
+      t.bans->unban(*ip);
       return "";
     }
     if (j.contains("history")) {
       auto ip = ip_of("history");
       if (!ip) return "bad IP address";
-      bans->restore_history(*ip, j.at("offenses").get<uint32_t>(),
-                            j.at("last_until").get<int64_t>());
+      t.bans->restore_history(*ip, j.at("offenses").get<uint32_t>(),
+                              j.at("last_until").get<int64_t>());
+      return "";
+    }
+    if (j.contains("login_lock")) {
+      const std::string login = login_of(j, "login_lock");
+      if (login.empty()) return "bad login";
+      if (t.logins)
+        t.logins->restore_lock(login, j.at("until").get<int64_t>(),
+                               j.at("failures").get<uint32_t>(), t.now);
+      return "";
+    }
+    if (j.contains("known_good")) {
+      const std::string login = login_of(j, "known_good");
+      auto ip = ip_of("ip");
+      if (login.empty() || !ip) return "bad login or IP address";
+      if (t.logins) t.logins->restore_known_good(login, *ip, j.at("at").get<int64_t>());
+      return "";
+    }
+    if (j.contains("suspend")) {
+      Suspension sus;
+      sus.login = login_of(j, "suspend");
+      if (sus.login.empty()) return "bad login";
+      sus.since = j.at("since").get<int64_t>();
+      sus.trigger = j.at("trigger").get<std::string>();
+      sus.value = j.at("value").get<uint32_t>();
+      sus.threshold = j.at("threshold").get<uint32_t>();
+      if (t.breaker) t.breaker->restore(std::move(sus));
+      return "";
+    }
+    if (j.contains("login_release")) {
+      const std::string login = login_of(j, "login_release");
+      if (login.empty()) return "bad login";
+      if (t.logins) t.logins->release(login);
+      if (t.breaker) t.breaker->release(login);
       return "";
     }
   } catch (const nlohmann::json::exception& e) {
@@ -92,13 +156,13 @@ std::string apply_record(std::string_view line, BanList* bans) {
   return "unknown record";
 }
 
-std::string parse_state(const std::string& text, BanList* out) {
+std::string parse_state(const std::string& text, const Targets& out) {
   const size_t first = text.find_first_not_of(" \t\r\n");
   if (first == std::string::npos) return "";
   // Version 1: one document with "version" (it may span lines; a journal line never does).
   if (auto doc = nlohmann::json::parse(text, nullptr, false);
       !doc.is_discarded() && doc.is_object() && doc.contains("version"))
-    return out->from_json(doc);
+    return out.bans->from_json(doc);
   // A journal starts with its header, written before any record can be appended.
   if (!text.starts_with(kHeader)) return "not a ban journal (no {\"v\":2} header line)";
   size_t at = 0;
@@ -118,19 +182,28 @@ std::string parse_state(const std::string& text, BanList* out) {
 
 }  // namespace
 
-std::string BanJournal::load(const std::string& path, BanList* bans) {
+std::string StateJournal::load(const std::string& path, BanList* bans, LoginGuard* logins,
+                               LoginBreaker* breaker, bool read_only) {
   std::ifstream in(path, std::ios::binary);
   if (!in)
     return errno == ENOENT ? "" : "cannot read ban state " + path + ": " + std::strerror(errno);
   std::stringstream ss;
   ss << in.rdbuf();
-  BanList loaded;
-  std::string problem = parse_state(ss.str(), &loaded);
+  BanList loaded_bans;
+  LoginGuard loaded_logins;
+  LoginBreaker loaded_breaker;
+  std::string problem =
+      parse_state(ss.str(), Targets{&loaded_bans, &loaded_logins, &loaded_breaker, unix_now_ms()});
   if (problem.empty()) {
-    *bans = std::move(loaded);
+    *bans = std::move(loaded_bans);
+    if (logins) *logins = std::move(loaded_logins);
+    if (breaker) *breaker = std::move(loaded_breaker);
     return {};
   }
   *bans = BanList{};
+  if (logins) *logins = LoginGuard{};
+  if (breaker) *breaker = LoginBreaker{};
+  if (read_only) return "ban state " + path + " is corrupt (" + problem + ")";
   std::string aside = path + ".corrupt-" + std::to_string(std::time(nullptr));
   std::rename(path.c_str(), aside.c_str());
   return "ban state " + path + " is corrupt (" + problem + "); moved to " + aside +
@@ -139,15 +212,12 @@ std::string BanJournal::load(const std::string& path, BanList* bans) {
 
 // ---------------------------------------------------------------- the thread
 
-struct BanJournal::State {
-  struct Record {
-    uint64_t seq;
-    std::string line;
-    bool is_ban = false, is_unban = false;
-    BanEntry ban;  // is_ban
-    IpAddress ip;  // is_unban
-  };
+struct StateJournal::Record {
+  uint64_t seq = 0;
+  std::string line;  // the thread's copy applies it as load() would
+};
 
+struct StateJournal::State {
   std::string path;
   bool errors_to_stderr = false;
 
@@ -168,6 +238,8 @@ struct BanJournal::State {
 
   // The thread's own.
   BanList mirror;
+  LoginGuard logins;
+  LoginBreaker breaker;
   int fd = -1;
   uint64_t journal_bytes = 0;    // size of the file
   uint64_t compacted_bytes = 0;  // its size right after the last rewrite
@@ -193,8 +265,9 @@ struct BanJournal::State {
   bool append(const std::string& bytes);
 };
 
-bool BanJournal::State::compact(const BruteForcePolicy& policy) {
-  mirror.expire(unix_now_ms(), policy);
+bool StateJournal::State::compact(const BruteForcePolicy& policy) {
+  const UnixMillis now = unix_now_ms();
+  mirror.expire(now, policy);
   std::string data(kHeader);
   mirror.visit(
       [&](const BanEntry& e) { data += ban_record(e); },
@@ -202,6 +275,17 @@ bool BanJournal::State::compact(const BruteForcePolicy& policy) {
         data +=
             dump({{"history", ip.to_string()}, {"offenses", offenses}, {"last_until", last_until}});
       });
+  const Seconds known_good =
+      policy.per_login ? policy.per_login->known_good : PerLoginPolicy{}.known_good;
+  logins.visit(
+      now, now - known_good.count() * 1000,
+      [&](const std::string& login, UnixMillis until, uint32_t failures) {
+        data += lock_record(login, until, failures);
+      },
+      [&](const std::string& login, const IpAddress& ip, UnixMillis at) {
+        data += known_good_record(login, ip, at);
+      });
+  for (const Suspension& sus : breaker.suspensions()) data += suspension_record(sus);
   // Beside the file, hidden: a leftover from a crash is never taken for the state.
   const size_t slash = path.find_last_of('/');
   const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
@@ -240,7 +324,7 @@ bool BanJournal::State::compact(const BruteForcePolicy& policy) {
   return true;
 }
 
-bool BanJournal::State::append(const std::string& bytes) {
+bool StateJournal::State::append(const std::string& bytes) {
   if (!write_all(fd, bytes) || ::fdatasync(fd) != 0) {
     // Whatever part made it is a torn record at worst: the next rewrite replaces the file.
     fail(errno_text("cannot append to " + path));
@@ -250,8 +334,8 @@ bool BanJournal::State::append(const std::string& bytes) {
   return true;
 }
 
-void BanJournal::run(std::shared_ptr<State> st) {
-  std::vector<State::Record> batch;
+void StateJournal::run(std::shared_ptr<State> st) {
+  std::vector<Record> batch;
   bool first = true;
   for (;;) {
     BruteForcePolicy bf;
@@ -267,9 +351,9 @@ void BanJournal::run(std::shared_ptr<State> st) {
       st->busy = true;
     }
     std::string bytes;
+    const Targets mirror{&st->mirror, &st->logins, &st->breaker, unix_now_ms()};
     for (const auto& r : batch) {
-      if (r.is_ban) st->mirror.restore(r.ban);
-      if (r.is_unban) st->mirror.unban(r.ip);
+      apply_record(std::string_view(r.line).substr(0, r.line.size() - 1), mirror);
       bytes += r.line;
     }
     // The first pass rewrites the file that was loaded; a failed write (full disk) makes the
@@ -292,17 +376,20 @@ void BanJournal::run(std::shared_ptr<State> st) {
 
 // ---------------------------------------------------------------- the loop's side
 
-BanJournal::BanJournal(uv_loop_t* loop, std::string path, const BanList& initial,
-                       const BruteForcePolicy& bf, bool errors_to_stderr,
-                       std::function<void()> on_progress)
+StateJournal::StateJournal(uv_loop_t* loop, std::string path, const BanList& initial,
+                           const BruteForcePolicy& bf, bool errors_to_stderr,
+                           std::function<void()> on_progress, const LoginGuard* logins,
+                           const LoginBreaker* breaker)
     : st_(std::make_shared<State>()), on_progress_(std::move(on_progress)) {
   st_->path = std::move(path);
   st_->errors_to_stderr = errors_to_stderr;
   st_->bf = bf;
   st_->mirror = initial;
+  if (logins) st_->logins = *logins;
+  if (breaker) st_->breaker = *breaker;
   async_ = new uv_async_t;
   uv_async_init(loop, async_, [](uv_async_t* h) {
-    auto* self = static_cast<BanJournal*>(h->data);
+    auto* self = static_cast<StateJournal*>(h->data);
     if (self && self->on_progress_) self->on_progress_();
   });
   async_->data = this;
@@ -310,59 +397,66 @@ BanJournal::BanJournal(uv_loop_t* loop, std::string path, const BanList& initial
   thread_ = std::thread(run, st_);
 }
 
-BanJournal::~BanJournal() {
+StateJournal::~StateJournal() {
   close();
 }
 
-uint64_t BanJournal::push(std::string line, const BanEntry* ban, const IpAddress* unban) {
+uint64_t StateJournal::push(Record r) {
   uint64_t seq;
   {
     std::lock_guard lock(st_->mu);
-    seq = ++st_->next_seq;
-    State::Record r;
-    r.seq = seq;
-    r.line = std::move(line);
-    if (ban) {
-      r.is_ban = true;
-      r.ban = *ban;
-    }
-    if (unban) {
-      r.is_unban = true;
-      r.ip = *unban;
-    }
+    seq = r.seq = ++st_->next_seq;
     st_->queue.push_back(std::move(r));
   }
   st_->wake.notify_one();
   return seq;
 }
 
-uint64_t BanJournal::record_ban(const BanEntry& e) {
-  return push(ban_record(e), &e, nullptr);
+uint64_t StateJournal::record_ban(const BanEntry& e) {
+  return push({0, ban_record(e)});
 }
 
-uint64_t BanJournal::record_unban(const IpAddress& ip) {
-  return push(dump({{"unban", ip.to_string()}}), nullptr, &ip);
+uint64_t StateJournal::record_unban(const IpAddress& ip) {
+  return push({0, dump({{"unban", ip.to_string()}})});
 }
 
-void BanJournal::set_brute_force(const BruteForcePolicy& bf) {
+uint64_t StateJournal::record_login_lock(std::string_view login, UnixMillis until,
+                                         uint32_t failures) {
+  return push({0, lock_record(login, until, failures)});
+}
+
+uint64_t StateJournal::record_known_good(std::string_view login, const IpAddress& ip,
+                                         UnixMillis at) {
+  return push({0, known_good_record(login, ip, at)});
+}
+
+uint64_t StateJournal::record_suspension(const Suspension& s) {
+  return push({0, suspension_record(s)});
+}
+
+uint64_t StateJournal::record_login_release(std::string_view login) {
+  return push({0, dump({{"login_release", ascii_lower(login)}})});
+}
+
+void StateJournal::set_brute_force(const BruteForcePolicy& bf) {
   std::lock_guard lock(st_->mu);
   st_->bf = bf;
 }
 
-uint64_t BanJournal::done() const {
+uint64_t StateJournal::done() const {
   return st_->done.load(std::memory_order_acquire);
 }
 
-uint64_t BanJournal::write_errors() const {
+uint64_t StateJournal::write_errors() const {
   return st_->errors.load(std::memory_order_relaxed);
 }
 
-std::string BanJournal::last_error() const {
+std::string StateJournal::last_error() const {
   std::lock_guard lock(st_->mu);
   return st_->last_error;
 }
 
-void BanJournal::close() {
+void StateJournal::close() {
   if (closed_) return;
   closed_ = true;
   bool finished;
