@@ -119,12 +119,28 @@ int logins_list(const std::string& admin, bool json) {
     std::cout << "no locked or suspended logins\n";
     return 0;
   }
-  std::printf("%-40s  %-8s  %-24s  %-8s  %s\n", "LOGIN", "STATE", "UNTIL (UTC)", "FAILURES",
-              "TRIGGER");
-  for (const auto& l : doc["logins"])
-    std::printf("%-40s  %-8s  %-24s  %-8lld  %s\n", l.value("login", "").c_str(),
-                l.value("state", "").c_str(), l.value("until", "").c_str(),
-                static_cast<long long>(l.value("failures", 0)), l.value("trigger", "").c_str());
+  auto text = [](const nlohmann::json& l, const char* key) {
+    auto it = l.find(key);
+    return it != l.end() && it->is_string() ? it->get<std::string>() : std::string("-");
+  };
+  auto number = [](const nlohmann::json& l, const char* key) {
+    auto it = l.find(key);
+    return it != l.end() && it->is_number_unsigned() ? it->get<uint64_t>() : uint64_t{0};
+  };
+  std::printf("%-40s  %-9s  %-24s  %-24s  %s\n", "LOGIN", "STATE", "SINCE (UTC)", "UNTIL (UTC)",
+              "WHY");
+  for (const auto& l : doc["logins"]) {
+    // A lock names its failure count; a suspension the breaker count against its threshold.
+    const std::string why =
+        l.contains("failures")
+            ? std::to_string(number(l, "failures")) + " failures (" + text(l, "trigger") + ")"
+            : std::to_string(number(l, "value")) + " > " + std::to_string(number(l, "threshold")) +
+                  " (" + text(l, "trigger") + ")";
+    const std::string until =
+        l.value("state", "") == "suspended" ? "until released" : text(l, "until");
+    std::printf("%-40s  %-9s  %-24s  %-24s  %s\n", text(l, "login").c_str(),
+                text(l, "state").c_str(), text(l, "since").c_str(), until.c_str(), why.c_str());
+  }
   return 0;
 }
 

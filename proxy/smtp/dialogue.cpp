@@ -400,7 +400,10 @@ void Dialogue::on_backend_failed(bool protocol_error) {
     reply(failure);
   }
   if (close_now || mail_failed || !txn_.active) {
-    if (txn_.active) record_transaction("failed", Stage::Rcpt, {}, first_line(failure));
+    // The stage the failure hit: the MAIL itself, or the recipients after it.
+    if (txn_.active)
+      record_transaction("failed", mail_failed ? Stage::Mail : Stage::Rcpt, {},
+                         first_line(failure));
     txn_.clear();
   } else {
     txn_.backend_broken = true;  // its RCPT/DATA get 451 until RSET

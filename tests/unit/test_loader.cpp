@@ -1175,3 +1175,36 @@ TEST_CASE("reload: changes that need a restart are named", "[loader][reload]") {
   REQUIRE(other.ok());
   CHECK(changes_needing_restart(*base.policy, *other.policy).empty());
 }
+
+TEST_CASE("loader: submission.breaker", "[loader]") {
+  SECTION("off unless set") {
+    auto r = load(with(R"("submission": {"access": {"default": "allow"}})"), no_files());
+    REQUIRE(r.ok());
+    CHECK_FALSE(r.policy->submission.breaker);
+  }
+  SECTION("any threshold may be left out") {
+    auto r = load(with(R"("submission": {"breaker": {"max_ips_per_hour": 5,
+                                                     "max_rejected_rcpts_per_hour": 50}})"),
+                  no_files());
+    REQUIRE(r.ok());
+    REQUIRE(r.policy->submission.breaker);
+    CHECK(r.policy->submission.breaker->max_ips_per_hour == 5u);
+    CHECK_FALSE(r.policy->submission.breaker->max_rcpt_domains_per_hour);
+    CHECK(r.policy->submission.breaker->max_rejected_rcpts_per_hour == 50u);
+  }
+  SECTION("a threshold is a positive integer") {
+    auto e = only_error(with(R"("submission": {"breaker": {"max_rcpt_domains_per_hour": 0}})"));
+    CHECK(e.pointer == "/submission/breaker/max_rcpt_domains_per_hour");
+    CHECK(e.message == "must be an integer from 1 to 4294967295, not 0");
+    CHECK(e.line == 6);
+  }
+  SECTION("a typo is named with its neighbour") {
+    auto e = only_error(with(R"("submission": {"breaker": {"max_ip_per_hour": 5}})"));
+    CHECK(e.message == "unknown key \"max_ip_per_hour\" (did you mean \"max_ips_per_hour\"?)");
+  }
+  SECTION("an empty breaker is a mistake, not an off switch") {
+    auto e = only_error(with(R"("submission": {"breaker": {}})"));
+    CHECK(e.pointer == "/submission/breaker");
+    CHECK(contains(e.message, "sets no threshold"));
+  }
+}

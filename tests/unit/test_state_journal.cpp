@@ -12,10 +12,10 @@
 #include "proxy/state_journal.h"
 
 using smtpgate::BanEntry;
-using smtpgate::StateJournal;
 using smtpgate::BanList;
 using smtpgate::BruteForcePolicy;
 using smtpgate::IpAddress;
+using smtpgate::StateJournal;
 using smtpgate::UnixMillis;
 
 namespace fs = std::filesystem;
@@ -238,4 +238,84 @@ TEST_CASE("ban journal: a state file that cannot be written is counted, never fa
   CHECK(j.write_errors() >= 1);
   CHECK(j.last_error().find("missing-dir") != std::string::npos);
   j.close();
+}
+
+TEST_CASE(
+    "state journal: login locks, known-good addresses and suspensions survive a restart "
+    "and a compaction; a release lifts them",
+    "[state_journal]") {
+  using smtpgate::BreakerTrip;
+  using smtpgate::LoginBreaker;
+  using smtpgate::LoginGuard;
+  using smtpgate::PerLoginPolicy;
+  TempDir dir;
+  const std::string path = dir.file("state.json");
+  BruteForcePolicy bf;
+  bf.per_login = PerLoginPolicy{};
+  // Loaded at start: a lock the first rewrite must keep.
+  LoginGuard initial;
+  initial.restore_lock("old@example.com", kT0 + 3600 * kSec, 10, kT0);
+  {
+    LoopFixture f;
+    StateJournal j(
+        &f.loop, path, BanList{}, bf, false, [] {}, &initial, nullptr);
+    j.record_login_lock("Guessed@Example.com", kT0 + 3600 * kSec, 10);
+    j.record_known_good("owner@example.com", ip("192.0.2.7"), kT0);
+    j.record_known_good("owner@example.com", ip("2001:db8:1::"), kT0 + kSec);
+    smtpgate::Suspension s{"cms@example.com", kT0, "max_ips_per_hour", 6, 5};
+    j.record_suspension(s);
+    j.record_suspension({"gone@example.com", kT0, "max_rejected_rcpts_per_hour", 51, 50});
+    f.run_until(j, j.record_login_release("gone@example.com"));
+    j.close();
+  }
+  const std::string text = read_file(path);
+  CHECK(text.find("\"login_lock\":\"guessed@example.com\"") != std::string::npos);
+  LoginGuard logins;
+  LoginBreaker breaker;
+  BanList bans;
+  REQUIRE(StateJournal::load(path, &bans, &logins, &breaker) == "");
+  const PerLoginPolicy per;
+  CHECK(logins.locked_until("old@example.com", kT0) == kT0 + 3600 * kSec);
+  CHECK(logins.locked_until("guessed@example.com", kT0) == kT0 + 3600 * kSec);
+  REQUIRE(logins.locks(kT0).size() == 2);
+  CHECK(logins.locks(kT0)[0].failures == 10);
+  // The owner's addresses are known-good: a lock would not apply to them.
+  for (int i = 0; i < 10; ++i) logins.record_failure("owner@example.com", kT0 + 2 * kSec, per);
+  CHECK(logins.locked_until("owner@example.com", kT0 + 2 * kSec) != 0);
+  CHECK_FALSE(logins.locked_for("owner@example.com", ip("192.0.2.7"), kT0 + 3 * kSec, per));
+  CHECK_FALSE(logins.locked_for("owner@example.com", ip("2001:db8:1::"), kT0 + 3 * kSec, per));
+  CHECK(logins.locked_for("owner@example.com", ip("192.0.2.8"), kT0 + 3 * kSec, per));
+  REQUIRE(breaker.suspended("cms@example.com"));
+  CHECK(breaker.suspended("cms@example.com")->trigger == "max_ips_per_hour");
+  CHECK(breaker.suspended("gone@example.com") == nullptr);
+
+  // A compaction (the first pass of a new journal rewrites the file) keeps all of it.
+  {
+    LoopFixture f;
+    StateJournal j(
+        &f.loop, path, bans, bf, false, [] {}, &logins, &breaker);
+    f.run_until(j, j.record_login_release("guessed@example.com"));
+    j.close();
+  }
+  LoginGuard again;
+  LoginBreaker again_breaker;
+  REQUIRE(StateJournal::load(path, &bans, &again, &again_breaker) == "");
+  CHECK(again.locked_until("guessed@example.com", kT0) == 0);
+  CHECK(again.locked_until("old@example.com", kT0) == kT0 + 3600 * kSec);
+  CHECK(again_breaker.suspended("cms@example.com"));
+  CHECK_FALSE(again.locked_for("owner@example.com", ip("192.0.2.7"), kT0 + 3 * kSec, per));
+  // A version of the file that knows only bans (no login pointers) reads it all the same.
+  BanList only;
+  CHECK(StateJournal::load(path, &only) == "");
+}
+
+TEST_CASE("state journal: explain's read-only load never moves a damaged file", "[state_journal]") {
+  TempDir dir;
+  const std::string path = dir.file("state.json");
+  write_file(path, "{\"v\":2}\n{\"suspend\":\"x@example.com\"}\n");
+  BanList b;
+  smtpgate::LoginGuard g;
+  smtpgate::LoginBreaker br;
+  CHECK_FALSE(StateJournal::load(path, &b, &g, &br, true).empty());
+  CHECK(fs::exists(path));
 }
