@@ -3,8 +3,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "proxy/smtp/explain.h"
 #include "policy/loader.h"
+#include "proxy/smtp/explain.h"
 
 using namespace smtpgate;
 
@@ -125,5 +125,67 @@ TEST_CASE("explain: bad arguments are errors, not verdicts", "[explain]") {
   in.rcpts = {"x@gmail.example"};
   auto r = explain(*p, in);
   REQUIRE_FALSE(r);
-  CHECK(r.error() == "--rcpt needs --mail-from (a session names its sender first; \"<>\" for a bounce)");
+  CHECK(r.error() ==
+        "--rcpt needs --mail-from (a session names its sender first; \"<>\" for a bounce)");
+}
+
+TEST_CASE("explain: a login the gateway remembers as locked or suspended", "[explain]") {
+  LoadOptions o;
+  o.check_files = false;
+  auto loaded = load_policy_text(R"({
+    "version": 1, "hostname": "mx.example.com", "local_domains": ["example.com"],
+    "listeners": [ { "name": "submission", "listen": "127.0.0.1:587", "class": "submission" } ],
+    "backend": { "address": "127.0.0.1:10025" },
+    "submission": { "require_tls": false, "access": { "default": "allow" },
+                    "breaker": { "max_ips_per_hour": 5 } },
+    "brute_force": { "per_login": { "max_failures": 3 } } })",
+                                 "explain.json", o);
+  REQUIRE(loaded.ok());
+  const Policy& p = *loaded.policy;
+  const UnixMillis now = 1'800'000'000'000;
+  LoginGuard logins;
+  LoginBreaker breaker;
+  logins.record_success("user@example.com", *IpAddress::parse("192.0.2.1"), now - 60'000);
+  for (int i = 0; i < 3; ++i)
+    logins.record_failure("user@example.com", now - 1000, *p.brute_force.per_login);
+  breaker.suspend("cms@example.com", BreakerTrip{"max_ips_per_hour", 6, 5}, now - 5000);
+
+  ExplainInput in;
+  in.listener = "submission";
+  in.client = *IpAddress::parse("198.51.100.7");
+  in.auth_user = "user@example.com";
+  in.mail_from = "user@example.com";
+  in.rcpts = {"friend@elsewhere.example"};
+  in.logins = &logins;
+  in.breaker = &breaker;
+  in.now = now;
+  SECTION("locked for an address it never logged in from") {
+    auto r = run(p, in);
+    CHECK_FALSE(r.accepted);
+    const Decision* lock = nullptr;
+    for (const auto& d : r.decisions)
+      if (d.rule == "brute_force.login") lock = &d;
+    REQUIRE(lock);
+    CHECK(lock->reply.code == 535);
+    CHECK(lock->reason.find("locked until 2027-01-15T") != std::string::npos);
+    CHECK(last(r).rule == "brute_force");  // and it counts against the address
+  }
+  SECTION("the owner's address still gets in") {
+    in.client = *IpAddress::parse("192.0.2.1");
+    CHECK(run(p, in).accepted);
+  }
+  SECTION("without the state, nothing is remembered") {
+    in.logins = nullptr;
+    CHECK(run(p, in).accepted);
+  }
+  SECTION("a suspended login: 454 at AUTH") {
+    in.auth_user = "cms@example.com";
+    in.mail_from = "cms@example.com";
+    auto r = run(p, in);
+    CHECK_FALSE(r.accepted);
+    CHECK(last(r).rule == "submission.breaker");
+    CHECK(last(r).stage == Stage::Auth);
+    CHECK(last(r).reply.code == 454);
+    CHECK(explain_text(r).find("454 4.7.0 Account suspended") != std::string::npos);
+  }
 }
