@@ -136,15 +136,15 @@ void SessionServices::connection_refused(const Decision& d) {
 
 void SessionServices::auth(std::string_view login, smtp::AuthOutcome outcome,
                            std::string_view reply) {
-  static constexpr std::string_view kResult[] = {"ok", "failed", "tempfail", "refused"};
+  static constexpr std::string_view kResult[] = {"ok", "failed", "tempfail", "refused", "failed"};
   static constexpr AuthResult kMetric[] = {AuthResult::Ok, AuthResult::Failed, AuthResult::Tempfail,
-                                           AuthResult::Refused};
+                                           AuthResult::Refused, AuthResult::Failed};
   const auto i = static_cast<size_t>(outcome);
-  LogLine(gw_.log(), "auth", log_prefix_)
-      .str("login", login)
-      .str("result", kResult[i])
-      .str("reply", reply)
-      .write();
+  LogLine line(gw_.log(), "auth", log_prefix_);
+  line.str("login", login).str("result", kResult[i]).str("reply", reply);
+  // A password this address already failed with: not counted again (distinct_passwords).
+  if (outcome == smtp::AuthOutcome::FailedRepeated) line.boolean("repeated", true);
+  line.write();
   gw_.metrics().auth(kMetric[i]);
 }
 

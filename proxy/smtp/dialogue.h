@@ -72,7 +72,9 @@ class DialogueIo {
 };
 
 // How a login went, for logs and metrics.
-enum class AuthOutcome : uint8_t { Ok, Failed, Tempfail, Refused };
+// FailedRepeated: credentials the backend rejected with a password this address already
+// failed with for this login (brute_force.distinct_passwords): not counted again.
+enum class AuthOutcome : uint8_t { Ok, Failed, Tempfail, Refused, FailedRepeated };
 
 // What a decision was about, for its log line (empty when not known yet or not its stage).
 struct DecisionFacts {

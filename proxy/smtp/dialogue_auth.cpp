@@ -104,20 +104,23 @@ void Dialogue::reply_to_auth(const BackendReply& r) {
     facts_.authenticated = true;
     if (facts_.cls == ListenerClass::Auto) set_class(ListenerClass::Submission);
   }
-  services_.auth(
-      facts_.login,
-      ok ? AuthOutcome::Ok : (r.transient() ? AuthOutcome::Tempfail : AuthOutcome::Failed),
-      first_line(r.raw));
-  backend_reply_arrived(ok ? std::string_view(replies::auth_ok().wire) : r.raw);
-  const uint64_t key = password_key_;
-  password_key_ = 0;
-  if (ok && policy_.brute_force.per_login)
-    services_.record_login_success(facts_.login, facts_.client);
   // The backend rejected the credentials. A wrong password retried (a phone with an old one
   // saved) counts once per window; otherwise the failure counts for the address and, with
   // per_login, for the login from every address.
-  if (!ok && r.permanent() &&
-      !(key != 0 && policy_.brute_force.distinct_passwords && services_.repeated_failure(key))) {
+  const uint64_t key = password_key_;
+  password_key_ = 0;
+  const bool rejected = !ok && r.permanent();
+  const bool repeated = rejected && key != 0 && policy_.brute_force.distinct_passwords &&
+                        services_.repeated_failure(key);
+  services_.auth(facts_.login,
+                 ok         ? AuthOutcome::Ok
+                 : repeated ? AuthOutcome::FailedRepeated
+                            : (r.transient() ? AuthOutcome::Tempfail : AuthOutcome::Failed),
+                 first_line(r.raw));
+  backend_reply_arrived(ok ? std::string_view(replies::auth_ok().wire) : r.raw);
+  if (ok && policy_.brute_force.per_login)
+    services_.record_login_success(facts_.login, facts_.client);
+  if (rejected && !repeated) {
     if (policy_.brute_force.per_login) services_.record_login_failure(facts_.login);
     count_auth_failure(r.raw);
   }

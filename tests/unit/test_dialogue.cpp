@@ -1578,6 +1578,10 @@ TEST_CASE("dialogue: a wrong password retried counts once (distinct_passwords)",
           "535 5.7.8 bad\r\n");
   CHECK(h.services.failures == 1);
   CHECK(h.services.bans.empty());
+  // The auth lines tell a repeat from a counted failure.
+  REQUIRE(h.services.auths.size() == 5);
+  CHECK(h.services.auths[0].outcome == AuthOutcome::Failed);
+  for (size_t i = 1; i < 5; ++i) CHECK(h.services.auths[i].outcome == AuthOutcome::FailedRepeated);
   CHECK(auth_plain(h, "user@example.com", "guess-2", "535 5.7.8 bad\r\n") == "535 5.7.8 bad\r\n");
   CHECK(auth_plain(h, "user@example.com", "guess-3", "535 5.7.8 bad\r\n") == "535 5.7.8 bad\r\n");
   CHECK(h.services.failures == 3);
