@@ -61,8 +61,13 @@ AccessResult check_access(const Policy& p, const AccessPolicy& a, const IpAddres
                   (ok ? "allow" : "deny")};
 }
 
+// never_ban, and the load balancers of trusted_proxies (SPEC §8): banning one would refuse
+// every client behind it (its own health checks arrive as LOCAL sessions from it).
 bool never_banned(const Policy& p, const IpAddress& ip) {
-  return p.brute_force.never_ban.lookup(ip).has_value();
+  return p.brute_force.never_ban.lookup(ip).has_value() || p.trusted_proxies.lookup(ip).has_value();
+}
+std::string_view never_ban_list(const Policy& p, const IpAddress& ip) {
+  return p.brute_force.never_ban.lookup(ip) ? "never_ban" : "trusted_proxies";
 }
 
 std::string_view domain_of(std::string_view address) {
@@ -125,8 +130,9 @@ ListenerClass initial_class(const Listener& listener) {
 Decision connect(const Policy& p, const SessionFacts& s) {
   if (s.banned) {
     if (never_banned(p, s.client))
-      return allow(Stage::Connect, rules::kBan,
-                   s.client.to_string() + " is banned but in never_ban");
+      return allow(
+          Stage::Connect, rules::kBan,
+          s.client.to_string() + " is banned but in " + std::string(never_ban_list(p, s.client)));
     return refuse(Stage::Connect, rules::kBan, Verdict::Reject, p.brute_force_mode(),
                   s.client.to_string() + " is banned", replies::access_denied(p.hostname));
   }
@@ -170,7 +176,7 @@ Decision auth_attempt(const Policy& p, const SessionFacts& s) {
                replies::auth_not_available());
     if (ban && never_banned(p, s.client)) {
       d.verdict = Verdict::Reject;
-      d.reason += "; client in never_ban, not banned";
+      d.reason += "; client in " + std::string(never_ban_list(p, s.client)) + ", not banned";
     }
     return d;
   }
@@ -207,7 +213,8 @@ Decision brute_force(const Policy& p, const SessionFacts& s, uint32_t failures_i
     return allow(Stage::Auth, rules::kBruteForce, s.client.to_string() + ": " + count);
   if (never_banned(p, s.client))
     return allow(Stage::Auth, rules::kBruteForceNeverBan,
-                 s.client.to_string() + ": " + count + "; in never_ban, not banned");
+                 s.client.to_string() + ": " + count + "; in " +
+                     std::string(never_ban_list(p, s.client)) + ", not banned");
   Reply r = replies::auth_invalid();
   r.close = true;
   return refuse(Stage::Auth, rules::kBruteForce, Verdict::Ban, p.brute_force_mode(),
@@ -231,9 +238,9 @@ Reply suspended_reply(Stage stage) {
 Decision breaker_tripped(const Policy& p, const SessionFacts& s, Stage stage,
                          const BreakerTrip& trip) {
   return refuse(stage, rules::kSubmissionBreaker, Verdict::Tempfail, p.submission_mode(),
-                "login " + s.login + " crossed submission.breaker." + std::string(trip.trigger) +
-                    ": " + std::to_string(trip.value) + " in the last hour, threshold " +
-                    std::to_string(trip.threshold) + "; suspended until released",
+                // Counts stop at threshold + 1 (nothing needs more): "over", not a number.
+                "login " + s.login + " went over submission.breaker." + std::string(trip.trigger) +
+                    " (" + std::to_string(trip.threshold) + " in the last hour)",
                 suspended_reply(stage));
 }
 

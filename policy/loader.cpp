@@ -142,7 +142,6 @@ void Loader::parse_root(const json& root) {
 
   check_require_tls(root);
   check_tls_files();
-
   if (options_.cli_dry_run) {
     // --dry-run means nothing is enforced: section overrides included.
     pol.mode = Mode::DryRun;
@@ -155,6 +154,13 @@ void Loader::parse_root(const json& root) {
   pol.submission.access.entries.build();
   pol.brute_force.never_ban.build();
   pol.trusted_proxies.build();
+  if (pol.trusted_proxies.empty())
+    for (const ParsedListener& l : listeners_)
+      if (l.listener.proxy_protocol)
+        error(child(l.pointer, "proxy_protocol"),
+              "listener " + quote(l.listener.name) +
+                  " takes the PROXY protocol, but \"trusted_proxies\" is empty: no "
+                  "connection could be accepted (list the load balancers' addresses)");
 }
 
 void Loader::check_require_tls(const json& root) {

@@ -140,6 +140,7 @@ void Loader::parse_listener(const json& v, const std::string& p) {
       ok = false;
     }
   }
+  read(v, p, "proxy_protocol", l.proxy_protocol, [&](auto& x, auto& q) { return as_bool(x, q); });
   // Listeners with errors still count for the duplicate checks of the ones that follow.
   if (ok || !l.name.empty() || l.port != 0) listeners_.push_back(std::move(parsed));
 }

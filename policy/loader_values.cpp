@@ -28,7 +28,7 @@ const std::vector<Section>& schema() {
        {"version", "hostname", "mode", "local_domains", "lists", "listeners", "tls", "mx",
         "submission", "brute_force", "connections", "timeouts", "message", "backend",
         "trusted_proxies", "log", "admin"}},
-      {"listeners[]", {"name", "listen", "class", "tls"}},
+      {"listeners[]", {"name", "listen", "class", "tls", "proxy_protocol"}},
       {"lists.<name>", {"file"}},
       {"tls", {"cert", "key", "min_version", "ciphers"}},
       {"mx", {"mode", "access", "auth", "reject_local_sender", "max_recipients"}},

@@ -27,6 +27,9 @@ struct Listener {
   uint16_t port = 0;
   ListenerClass cls = ListenerClass::Mx;
   TlsMode tls = TlsMode::None;  // resolved: StartTls when a tls section exists and unset
+  // Connections start with a PROXY v1/v2 header from an address in trusted_proxies (SPEC §8):
+  // the address it carries is the client.
+  bool proxy_protocol = false;
 };
 
 struct AccessPolicy {

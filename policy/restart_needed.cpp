@@ -12,7 +12,7 @@ std::string listen_text(const std::string& host, uint16_t port) {
 
 std::string listener_text(const Listener& l) {
   return "listen " + listen_text(l.host, l.port) + ", class " + std::string(to_string(l.cls)) +
-         ", tls " + std::string(to_string(l.tls));
+         ", tls " + std::string(to_string(l.tls)) + (l.proxy_protocol ? ", proxy_protocol" : "");
 }
 
 }  // namespace

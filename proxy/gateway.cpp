@@ -401,9 +401,11 @@ void Gateway::on_journal_progress() {
   if (errors > journal_errors_seen_) {
     journal_errors_seen_ = errors;
     journal_failing_ = true;
-    log_.write("error", {{"component", "bans"},
-                         {"reason", "ban state not written (bans stay in force in memory): " +
-                                        (last.empty() ? std::string("write failed") : last)}});
+    log_.write("error",
+               {{"component", "bans"},
+                {"reason",
+                 "state file not written (bans, locks and suspensions stay in force in memory): " +
+                     (last.empty() ? std::string("write failed") : last)}});
   } else if (journal_failing_ && last.empty()) {
     journal_failing_ = false;
     log_.write("error", {{"component", "bans"},

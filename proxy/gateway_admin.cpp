@@ -2,6 +2,7 @@
 // reload, bans.
 #include <cctype>
 
+#include "policy/domain_set.h"
 #include "policy/duration.h"
 #include "proxy/backend_probe.h"
 #include "proxy/gateway.h"
@@ -54,7 +55,7 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path,
     // Still serving (bans hold in memory), but an operator must see it.
     if (journal_failing_)
       return {200, "text/plain",
-              "degraded: ban state not written: " + journal_->last_error() + "\n"};
+              "degraded: state file not written: " + journal_->last_error() + "\n"};
     return {200, "text/plain", "ok\n"};
   }
   if (path == "/readyz") {
@@ -102,7 +103,7 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path,
     const std::string login = url_decode(path.substr(8));
     if (!logins_.release(login, unix_now()))
       return {404, json, "{\"error\": \"not locked or suspended\"}\n"};
-    return {200, json, dump_json({{"released", login}})};
+    return {200, json, dump_json({{"released", ascii_lower(login)}})};
   }
   if (path.starts_with("/bans/") && method == "POST")
     return add_ban(url_decode(path.substr(6)), query);
@@ -149,6 +150,8 @@ AdminResponse Gateway::add_ban(std::string_view ip_text, std::string_view query)
   // never_ban outranks a ban at connect: a ban here would be a promise the gateway breaks.
   if (policy_->brute_force.never_ban.lookup(*ip))
     return {409, json, dump_json({{"error", ip->to_string() + " is in brute_force.never_ban"}})};
+  if (policy_->trusted_proxies.lookup(*ip))
+    return {409, json, dump_json({{"error", ip->to_string() + " is in trusted_proxies"}})};
   const UnixMillis now = unix_now();
   BanEntry e = bans_.ban_for(ban_key(*ip), now, static_cast<UnixMillis>(duration.count()) * 1000,
                              reason, ban_prefix(*ip));

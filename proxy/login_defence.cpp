@@ -1,5 +1,6 @@
 #include "proxy/login_defence.h"
 
+#include "policy/domain_set.h"
 #include "proxy/log.h"
 #include "proxy/state_journal.h"
 
@@ -11,17 +12,17 @@ std::string LoginDefence::locked_for(const PerLoginPolicy& p, std::string_view l
   return iso_time(guard_.locked_until(login, now));
 }
 
-void LoginDefence::failure(const PerLoginPolicy& p, std::string_view login, UnixMillis now,
-                           std::string_view session) {
-  if (login.empty()) return;
+uint64_t LoginDefence::failure(const PerLoginPolicy& p, std::string_view login, UnixMillis now,
+                               std::string_view session) {
+  if (login.empty()) return 0;
   const auto f = guard_.record_failure(login, now, p);
-  if (!f.locked_now) return;
+  if (!f.locked_now) return 0;
   log_.write("login_lock", {{"session", session},
                             {"login", std::string(login)},
                             {"action", "lock"},
                             {"until", iso_time(f.until)},
                             {"failures", f.failures}});
-  if (journal_) journal_->record_login_lock(login, f.until, f.failures);
+  return journal_ ? journal_->record_login_lock(login, f.until, f.failures) : 0;
 }
 
 void LoginDefence::success(std::string_view login, const IpAddress& key, UnixMillis now) {
@@ -48,9 +49,9 @@ std::optional<BreakerTrip> LoginDefence::breaker_refused(const BreakerPolicy& p,
   return breaker_.refused_recipient(login, now, p);
 }
 
-void LoginDefence::suspend(std::string_view login, const BreakerTrip& trip, UnixMillis now,
-                           std::string_view session) {
-  if (!breaker_.suspend(login, trip, now)) return;  // another session was first
+uint64_t LoginDefence::suspend(std::string_view login, const BreakerTrip& trip, UnixMillis now,
+                               std::string_view session) {
+  if (!breaker_.suspend(login, trip, now)) return 0;  // another session was first
   log_.write("suspend", {{"session", session},
                          {"login", std::string(login)},
                          {"action", "suspend"},
@@ -58,7 +59,7 @@ void LoginDefence::suspend(std::string_view login, const BreakerTrip& trip, Unix
                          {"trigger", trip.trigger},
                          {"value", trip.value},
                          {"threshold", trip.threshold}});
-  if (journal_) journal_->record_suspension(*breaker_.suspended(login));
+  return journal_ ? journal_->record_suspension(*breaker_.suspended(login)) : 0;
 }
 
 void LoginDefence::would_suspend(std::string_view login, const BreakerTrip& trip, UnixMillis now,
@@ -102,7 +103,8 @@ nlohmann::json LoginDefence::list(UnixMillis now) const {
   return out;
 }
 
-bool LoginDefence::release(std::string_view login, UnixMillis now) {
+bool LoginDefence::release(std::string_view typed, UnixMillis now) {
+  const std::string login = ascii_lower(typed);  // as the lines and the state file name it
   const bool was_locked = guard_.locked_until(login, now) != 0;
   const bool was_suspended = breaker_.suspended(login) != nullptr;
   guard_.release(login);

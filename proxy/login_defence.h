@@ -33,8 +33,10 @@ class LoginDefence {
   // brute_force.per_login: the lock's end (ISO 8601) when `login` is locked for `key`, else "".
   std::string locked_for(const PerLoginPolicy& p, std::string_view login, const IpAddress& key,
                          UnixMillis now) const;
-  void failure(const PerLoginPolicy& p, std::string_view login, UnixMillis now,
-               std::string_view session);
+  // failure() and suspend() return the state-file record a lock or suspension they made
+  // was queued as (0: none): the session's reply waits for it, as for a ban.
+  uint64_t failure(const PerLoginPolicy& p, std::string_view login, UnixMillis now,
+                   std::string_view session);
   void success(std::string_view login, const IpAddress& key, UnixMillis now);
 
   // submission.breaker: counts what an authenticated login did; a trip when it crossed a
@@ -46,8 +48,8 @@ class LoginDefence {
   std::optional<BreakerTrip> breaker_refused(const BreakerPolicy& p, std::string_view login,
                                              UnixMillis now);
   const Suspension* suspended(std::string_view login) const { return breaker_.suspended(login); }
-  void suspend(std::string_view login, const BreakerTrip& trip, UnixMillis now,
-               std::string_view session);
+  uint64_t suspend(std::string_view login, const BreakerTrip& trip, UnixMillis now,
+                   std::string_view session);
   void would_suspend(std::string_view login, const BreakerTrip& trip, UnixMillis now,
                      std::string_view session);
 

@@ -201,6 +201,9 @@ std::string MetricsRegistry::render_prometheus() const {
 
   w.family("smtpgate_backend_errors_total", "counter", "Backend failures, by reason.");
   w.counter<1>("smtpgate_backend_errors_total", {"reason"}, backend_errors_);
+  w.family("smtpgate_proxy_protocol_total", "counter",
+           "Connections on proxy_protocol listeners, by how their PROXY header went.");
+  w.counter<1>("smtpgate_proxy_protocol_total", {"result"}, proxy_protocol_);
 
   w.family("smtpgate_backend_reply_seconds", "histogram",
            "Time from a command forwarded to the backend's reply.");

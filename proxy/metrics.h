@@ -90,6 +90,8 @@ class MetricsRegistry {
   void message_delivered(uint64_t bytes);
   void message_rejected();
   void backend_error(std::string_view reason);  // "connect", "timeout", "protocol", ...
+  // Inbound PROXY headers: "proxied", "local", "untrusted", "invalid", "timeout", "closed".
+  void proxy_protocol(std::string_view result) { proxy_protocol_.add({result}); }
   void observe_backend_reply(double seconds);
   void policy_reload(std::string_view result);  // "loaded" | "rejected"
   // Read from their owners when /metrics is rendered.
@@ -121,6 +123,7 @@ class MetricsRegistry {
   std::array<uint64_t, 2> messages_{};
   uint64_t message_bytes_ = 0;
   LabeledCounter<1> backend_errors_;                                // reason
+  LabeledCounter<1> proxy_protocol_;                                // result
   std::array<uint64_t, kReplyBuckets.size() + 1> reply_buckets_{};  // not cumulative; last: +Inf
   double reply_sum_ = 0;
   uint64_t reply_count_ = 0;

@@ -1,5 +1,7 @@
 #include "proxy/session.h"
 
+#include "proxy/smtp/proxy_header.h"
+
 #include "proxy/gateway.h"
 
 namespace smtpgate {
@@ -50,7 +52,14 @@ void Session::start(uv_stream_t* server) {
   uv_tcp_getsockname(client_->handle(), reinterpret_cast<sockaddr*>(&ss), &len);
   local_ = endpoint_of(ss);
   services_.set_client(format_endpoint(peer_));
+  if (listener_.proxy_protocol) {
+    await_proxy_header();
+  } else {
+    begin();
+  }
+}
 
+void Session::begin() {
   smtp::Dialogue::Setup setup;
   setup.policy = config_->policy.get();
   setup.listener = &listener_;
@@ -69,6 +78,60 @@ void Session::start(uv_stream_t* server) {
   dialogue_->open(refusal ? &*refusal : nullptr);
   flush();
   update_reading();
+}
+
+// ---------------------------------------------------------------- PROXY protocol
+
+void Session::await_proxy_header() {
+  if (!config_->policy->trusted_proxies.lookup(peer_.ip)) {
+    refuse_proxy("untrusted",
+                 "connection from " + peer_.ip.to_string() + ", which is not in trusted_proxies");
+    return;
+  }
+  awaiting_proxy_ = true;
+  deadline_.set(*timer_, uv_now(gw_.loop()), kProxyHeaderTime);
+  client_->start_reading();
+}
+
+void Session::on_proxy_bytes(std::string_view data) {
+  // The common case: the whole header in the first read, parsed where it lies.
+  if (!proxy_bytes_.empty()) {
+    proxy_bytes_.append(data);
+    data = proxy_bytes_;
+  }
+  const smtp::ProxyParse r = smtp::parse_proxy_header(data);
+  if (r.status == smtp::ProxyParse::Status::NeedMore) {
+    if (proxy_bytes_.empty()) proxy_bytes_.assign(data);
+    return;
+  }
+  if (r.status == smtp::ProxyParse::Status::Invalid) {
+    refuse_proxy("invalid", "bad PROXY header: " + r.error);
+    return;
+  }
+  awaiting_proxy_ = false;
+  const bool proxied = r.header.kind == smtp::ProxyHeader::Kind::Proxied;
+  gw_.metrics().proxy_protocol(proxied ? "proxied" : "local");
+  if (proxied) {
+    // The client for everything from here on: policy, bans, logs, Received:, the backend.
+    peer_ = {r.header.source, r.header.source_port};
+    local_ = {r.header.destination, r.header.destination_port};
+    services_.set_client(format_endpoint(peer_));
+  }
+  // What followed the header is the client's: sent before the greeting, it meets the
+  // pregreet check like any early talker (peek_client sees it).
+  input_.assign(data.substr(r.consumed));
+  std::string().swap(proxy_bytes_);
+  begin();
+  if (!input_.empty() && !finished_) pump();
+}
+
+void Session::refuse_proxy(std::string_view result, const std::string& reason) {
+  gw_.metrics().proxy_protocol(result);
+  LogLine(gw_.log(), "error", services_.log_prefix())
+      .str("component", "proxy_protocol")
+      .str("reason", reason)
+      .write();
+  finish("proxy_refused");  // not a byte sent
 }
 
 void Session::on_tls_ready(Connection& c) {
@@ -95,6 +158,7 @@ void Session::on_tls_failed(Connection&, const std::string& reason) {
 void Session::on_data(Connection&, std::string_view data) {
   Scope scope(*this);
   bytes_in_ += data.size();
+  if (awaiting_proxy_) return on_proxy_bytes(data);
   if (!dialogue_->on_client_input()) {
     flush();  // refused: what it sent is never read
     return;
@@ -205,6 +269,12 @@ void Session::write(std::string_view bytes) {
 }
 
 size_t Session::peek_client(char* buf, size_t n) {
+  // Bytes read with a PROXY header and not processed yet come first.
+  if (!input_.empty()) {
+    const size_t k = std::min(n, input_.size());
+    input_.copy(buf, k);
+    return k;
+  }
   return client_ ? client_->peek(buf, n) : 0;
 }
 
@@ -359,6 +429,13 @@ void Session::on_eof(Connection&, int status) {
 }
 
 void Session::client_gone(int status) {
+  if (awaiting_proxy_) {
+    // A load balancer's plain TCP health check does this every few seconds: counted, not
+    // logged as an error.
+    gw_.metrics().proxy_protocol("closed");
+    finish("proxy_closed");
+    return;
+  }
   finish(status == UV_EOF ? (dialogue_->in_body() ? "client_gone_in_data" : "client_closed")
                           : "client_error");
 }
@@ -367,6 +444,11 @@ void Session::on_timer(Timer&) {
   Scope scope(*this);
   // Not yet, or no deadline while the session waits on the backend (whose own timer bounds it).
   if (!deadline_.expired(*timer_, uv_now(gw_.loop()))) return;
+  if (awaiting_proxy_) {
+    refuse_proxy("timeout",
+                 "no PROXY header within " + std::to_string(kProxyHeaderTime.count()) + " s");
+    return;
+  }
   if (close_when_flushed_ || output_full()) {
     // The client does not read what it is owed: one more reply would not reach it either.
     finish(close_when_flushed_ ? close_state_ : "timeout");
@@ -377,6 +459,7 @@ void Session::on_timer(Timer&) {
 }
 
 void Session::drain() {
+  if (awaiting_proxy_ && !finished_) return finish("drained");
   if (finished_ || !dialogue_) return;
   Scope scope(*this);
   dialogue_->drain();

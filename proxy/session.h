@@ -39,6 +39,8 @@ class Session final : public Connection::Handler,
   // session"). Unprocessed client input held while waiting (on the backend, or on the client
   // to read its replies).
   static constexpr size_t kMaxHeldInput = 64 * 1024;
+  // A PROXY header must arrive this soon after the connection (SPEC §8).
+  static constexpr std::chrono::seconds kProxyHeaderTime{10};
   // Body bytes queued toward the backend before the client is paused.
   static constexpr size_t kMaxBackendQueue = 256 * 1024;
   // Reply bytes owed to a client that does not read them: past this no further command is
@@ -131,6 +133,14 @@ class Session final : public Connection::Handler,
   void update_reading();
   bool output_full() const;
 
+  // After accept, or once a PROXY header named the client: the dialogue starts.
+  void begin();
+  // Inbound PROXY protocol (listener.proxy_protocol, SPEC §8): the header comes first, from a
+  // trusted proxy, within kProxyHeaderTime; anything else closes without a byte sent.
+  void await_proxy_header();
+  void on_proxy_bytes(std::string_view data);
+  void refuse_proxy(std::string_view result, const std::string& reason);
+
   void flush();
   void client_gone(int status);
   void client_drained();  // every reply reached the kernel
@@ -146,6 +156,8 @@ class Session final : public Connection::Handler,
   Endpoint peer_, local_;
   SessionServices services_;
   std::optional<smtp::Dialogue> dialogue_;  // once the client's address is known
+  bool awaiting_proxy_ = false;             // no PROXY header yet
+  std::string proxy_bytes_;                 // a header split across reads (bounded)
 
   smtp::LineReader reader_;
   std::string input_;                     // client bytes not processed yet (while waiting)

@@ -61,7 +61,7 @@ std::string SessionServices::login_locked(std::string_view login, const IpAddres
 
 void SessionServices::record_login_failure(std::string_view login) {
   if (const auto& per = gw_.policy().brute_force.per_login)
-    gw_.logins().failure(*per, login, unix_now(), id_);
+    wait_for_record(gw_.logins().failure(*per, login, unix_now(), id_));
 }
 
 void SessionServices::record_login_success(std::string_view login, const IpAddress& ip) {
@@ -93,7 +93,7 @@ const Suspension* SessionServices::login_suspended(std::string_view login) {
 }
 
 void SessionServices::suspend(std::string_view login, const BreakerTrip& trip) {
-  gw_.logins().suspend(login, trip, unix_now(), id_);
+  wait_for_record(gw_.logins().suspend(login, trip, unix_now(), id_));
 }
 
 void SessionServices::would_suspend(std::string_view login, const BreakerTrip& trip) {
@@ -101,7 +101,7 @@ void SessionServices::would_suspend(std::string_view login, const BreakerTrip& t
 }
 
 void SessionServices::ban(const IpAddress& ip, const std::string& reason) {
-  ban_record_ = gw_.ban(ip, reason, id_);
+  wait_for_record(gw_.ban(ip, reason, id_));
 }
 
 void SessionServices::would_ban(const IpAddress& ip, const std::string& reason) {

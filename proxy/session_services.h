@@ -2,6 +2,8 @@
 // (log lines and metrics), with the session's log fields rendered once for every line.
 #pragma once
 
+#include <algorithm>
+
 #include <cstdint>
 #include <string>
 
@@ -21,7 +23,8 @@ class SessionServices final : public smtp::DialogueServices {
   const std::string& id() const { return id_; }
   // The session's fields for its log lines (session, client, listener, class).
   const std::string& log_prefix() const { return log_prefix_; }
-  // The ban record this session's reply waits for (0: none); the session takes it.
+  // The state-file record (a ban, a login lock, a suspension) this session's reply waits
+  // for (0: none), so a crash right after the reply cannot lose it; the session takes it.
   uint64_t take_ban_record() {
     const uint64_t r = ban_record_;
     ban_record_ = 0;
@@ -63,6 +66,7 @@ class SessionServices final : public smtp::DialogueServices {
   std::string log_prefix_;
   const smtp::Dialogue* dialogue_ = nullptr;
   uint64_t ban_record_ = 0;
+  void wait_for_record(uint64_t r) { ban_record_ = std::max(ban_record_, r); }
 };
 
 }  // namespace smtpgate

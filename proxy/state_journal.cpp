@@ -255,7 +255,7 @@ struct StateJournal::State {
       last_error = why;
     }
     if (errors_to_stderr) {
-      std::string line = "smtpgate: ban state not written: " + why + "\n";
+      std::string line = "smtpgate: state file not written: " + why + "\n";
       (void)!::write(2, line.data(), line.size());
     }
     if (fd >= 0) ::close(fd);

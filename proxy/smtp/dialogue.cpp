@@ -339,12 +339,7 @@ void Dialogue::on_backend_reply(BackendCommand cmd, const BackendReply& r) {
         if (cmd == BackendCommand::Rcpt) {
           if (r.positive()) ++txn_.rcpt_accepted;
           // The command has its reply (the backend's): a trip suspends what comes next.
-          if (r.permanent() && breaker_on())
-            if (auto trip = services_.breaker_refused(facts_.login))
-              trip_breaker(Stage::Rcpt, *trip, {},
-                           txn_.replies_seen < txn_.forwarded.size()
-                               ? txn_.forwarded[txn_.replies_seen]
-                               : std::string_view());
+          if (r.permanent() && breaker_on()) breaker_count_refusal(r);
           if (txn_.replies_seen < txn_.forwarded.size() && r.positive())
             txn_.accepted.push_back(txn_.forwarded[txn_.replies_seen]);
           ++txn_.replies_seen;
@@ -462,15 +457,35 @@ bool Dialogue::apply(const Decision& d, std::string_view from, std::string_view 
   return true;
 }
 
+void Dialogue::set_reply_sent(Decision& d, std::string_view sent) {
+  const std::string_view first = first_line(sent);
+  if (first.size() < 4) return;
+  d.reply.code = (first[0] - '0') * 100 + (first[1] - '0') * 10 + (first[2] - '0');
+  d.reply.text = std::string(first.substr(4));
+}
+
 bool Dialogue::refused_as_suspended(Stage stage, std::string_view from, std::string_view rcpt) {
   if (!breaker_on()) return false;
   const Suspension* s = services_.login_suspended(facts_.login);
   return s && apply(engine::login_suspended(policy_, facts_, stage, *s), from, rcpt);
 }
 
+void Dialogue::breaker_count_refusal(const BackendReply& r) {
+  const auto trip = services_.breaker_refused(facts_.login);
+  if (!trip) return;
+  std::string from;
+  txn_.sender.append_address(from);
+  const std::string_view rcpt = txn_.replies_seen < txn_.forwarded.size()
+                                    ? std::string_view(txn_.forwarded[txn_.replies_seen])
+                                    : std::string_view();
+  // The refused RCPT already has its reply, the backend's: the decision records that one.
+  trip_breaker(Stage::Rcpt, *trip, from, rcpt, first_line(r.raw));
+}
+
 Decision Dialogue::trip_breaker(Stage stage, const BreakerTrip& trip, std::string_view from,
-                                std::string_view rcpt) {
+                                std::string_view rcpt, std::string_view sent) {
   Decision d = engine::breaker_tripped(policy_, facts_, stage, trip);
+  if (!sent.empty()) set_reply_sent(d, sent);
   if (d.enforced) {
     services_.suspend(facts_.login, trip);
   } else {

@@ -316,8 +316,12 @@ class Dialogue {
   bool refused_as_suspended(Stage stage, std::string_view from = {}, std::string_view rcpt = {});
   // A threshold crossed by this session's login: suspends it (or logs would_suspend) and
   // reports the decision; returns it (the caller replies when it blocks).
+  // `sent`: the reply the command already had (a refused RCPT's), named by the decision.
   Decision trip_breaker(Stage stage, const BreakerTrip& trip, std::string_view from = {},
-                        std::string_view rcpt = {});
+                        std::string_view rcpt = {}, std::string_view sent = {});
+  void breaker_count_refusal(const BackendReply& r);  // a RCPT the backend refused
+  // A decision about a command that already had its reply: it records that reply.
+  static void set_reply_sent(Decision& d, std::string_view sent);
   bool breaker_refuses_auth();  // after the backend's 235
   bool breaker_on() const { return policy_.submission.breaker && facts_.authenticated; }
   void refuse_protocol(Stage stage, std::string_view rule, std::string reason, const Reply& r,

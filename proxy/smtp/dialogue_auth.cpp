@@ -166,11 +166,7 @@ bool Dialogue::count_auth_failure(std::string_view sent) {
     return false;
   }
   // The failing command already has its reply; the decision records what was sent.
-  if (sent.size() >= 4) {
-    std::string_view first = first_line(sent);
-    d.reply.code = (first[0] - '0') * 100 + (first[1] - '0') * 10 + (first[2] - '0');
-    d.reply.text = std::string(first.substr(4));
-  }
+  set_reply_sent(d, sent);
   report(d);
   if (!d.enforced) {
     services_.would_ban(facts_.client, d.reason);

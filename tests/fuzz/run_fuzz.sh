@@ -11,7 +11,7 @@ SECONDS_PER_TARGET=${1:-60}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 OUT=${FUZZ_OUT:-$ROOT/build-fuzz}
-TARGETS="fuzz_body_filter fuzz_command fuzz_backend_reply fuzz_dialogue"
+TARGETS="fuzz_body_filter fuzz_command fuzz_backend_reply fuzz_dialogue fuzz_proxy_header"
 
 CXX=""
 for c in clang++-14 clang++; do

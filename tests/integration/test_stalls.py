@@ -191,7 +191,7 @@ class FullDiskTest(BanStateTestCase):
         self.assertGreaterEqual(metric(policy, "smtpgate_state_write_errors_total"), 1)
         status, body = admin(policy, "GET", "/healthz")
         self.assertEqual(status, 200)
-        self.assertTrue(body.startswith("degraded: ban state not written"), body)
+        self.assertTrue(body.startswith("degraded: state file not written"), body)
         # Others are served meanwhile.
         c = self.raw_client(gw, "mx", "127.0.0.41")
         self.assertReply(c.greeting(), 220)

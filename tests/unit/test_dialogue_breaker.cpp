@@ -78,6 +78,12 @@ TEST_CASE("breaker: recipients the backend refused suspend the login after the o
   REQUIRE(h.services.suspended.size() == 1);
   CHECK(h.services.suspended[0].trip.trigger == "max_rejected_rcpts_per_hour");
   CHECK(h.services.suspended[0].trip.value == 3);
+  // The decision names the reply the client got (the backend's 550) and the transaction.
+  REQUIRE(h.services.decisions.size() == 1);
+  CHECK(h.services.decisions[0].rule == rules::kSubmissionBreaker);
+  CHECK(h.services.decisions[0].reply.code == 550);
+  CHECK(h.services.decision_facts[0].from == kLogin);
+  CHECK(h.services.decision_facts[0].rcpt == "nobody2@example.com");
   CHECK(h.send("RCPT TO:<user@example.com>\r\n") == kSuspended);
   CHECK(sent(h, BackendCommand::Rcpt) == 3);
 }

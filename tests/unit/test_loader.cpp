@@ -1208,3 +1208,30 @@ TEST_CASE("loader: submission.breaker", "[loader]") {
     CHECK(contains(e.message, "sets no threshold"));
   }
 }
+
+TEST_CASE("loader: proxy_protocol listeners need trusted_proxies", "[loader]") {
+  const std::string pp = R"({
+  "version": 1,
+  "hostname": "mail.example.com",
+  "listeners": [ { "name": "mx", "listen": "127.0.0.1:2525", "class": "mx",
+                   "proxy_protocol": true } ],
+  "backend": { "address": "127.0.0.1:10025" })";
+  SECTION("without trusted_proxies: an error at the listener's key") {
+    auto e = only_error(pp + "\n}");
+    CHECK(e.pointer == "/listeners/0/proxy_protocol");
+    CHECK(contains(e.message, "\"trusted_proxies\" is empty"));
+    CHECK(e.line == 5);
+  }
+  SECTION("with them: the listener takes the header") {
+    auto r = load(pp + R"(, "trusted_proxies": ["10.0.0.5", "10.0.1.0/24"] })", no_files());
+    INFO(all_errors(r));
+    REQUIRE(r.ok());
+    CHECK(r.policy->listeners[0].proxy_protocol);
+    CHECK(r.policy->trusted_proxies.lookup(*IpAddress::parse("10.0.1.9")));
+  }
+  SECTION("a boolean") {
+    auto e = only_error(with(R"("trusted_proxies": ["10.0.0.5"])").replace(
+        kMinimal.find("\"class\": \"mx\""), 13, R"("class": "mx", "proxy_protocol": "yes")"));
+    CHECK(e.message == "must be true or false, not a string");
+  }
+}

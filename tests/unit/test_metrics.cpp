@@ -56,6 +56,8 @@ smtpgate_messages_total{result="rejected"} 0
 smtpgate_message_bytes_total 0
 # HELP smtpgate_backend_errors_total Backend failures, by reason.
 # TYPE smtpgate_backend_errors_total counter
+# HELP smtpgate_proxy_protocol_total Connections on proxy_protocol listeners, by how their PROXY header went.
+# TYPE smtpgate_proxy_protocol_total counter
 # HELP smtpgate_backend_reply_seconds Time from a command forwarded to the backend's reply.
 # TYPE smtpgate_backend_reply_seconds histogram
 smtpgate_backend_reply_seconds_bucket{le="0.001"} 0
@@ -117,6 +119,7 @@ TEST_CASE("MetricsRegistry: the exact exposition of a small registry", "[metrics
   m.message_delivered(24);
   m.message_rejected();
   m.backend_error("connect");
+  m.proxy_protocol("untrusted");
   m.observe_backend_reply(0.001);  // on the bound: in le="0.001"
   m.observe_backend_reply(0.25);
   m.observe_backend_reply(1.5);
@@ -176,6 +179,9 @@ smtpgate_message_bytes_total 1024
 # HELP smtpgate_backend_errors_total Backend failures, by reason.
 # TYPE smtpgate_backend_errors_total counter
 smtpgate_backend_errors_total{reason="connect"} 1
+# HELP smtpgate_proxy_protocol_total Connections on proxy_protocol listeners, by how their PROXY header went.
+# TYPE smtpgate_proxy_protocol_total counter
+smtpgate_proxy_protocol_total{result="untrusted"} 1
 # HELP smtpgate_backend_reply_seconds Time from a command forwarded to the backend's reply.
 # TYPE smtpgate_backend_reply_seconds histogram
 smtpgate_backend_reply_seconds_bucket{le="0.001"} 1
