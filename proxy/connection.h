@@ -61,6 +61,11 @@ class Connection {
   // before goes out in the clear first (the "220 Ready to start TLS").
   void start_tls(std::shared_ptr<const TlsContext> context);
   const TlsChannel* tls() const { return tls_.get(); }
+  // Bytes of the TLS stream read before start_tls (an implicit-TLS ClientHello that came in
+  // the same read as a PROXY header): handled as if read now.
+  void feed_cipher(std::string_view data) {
+    if (tls_ && !closing()) on_cipher(data);
+  }
 
   // Stops events and closes; the object deletes itself when libuv is done with the handle.
   // Owners call it through HandlePtr (reset or destruction).

@@ -117,11 +117,19 @@ void Session::on_proxy_bytes(std::string_view data) {
     local_ = {r.header.destination, r.header.destination_port};
     services_.set_client(format_endpoint(peer_));
   }
-  // What followed the header is the client's: sent before the greeting, it meets the
-  // pregreet check like any early talker (peek_client sees it).
-  input_.assign(data.substr(r.consumed));
+  // What followed the header is the client's. On an implicit-TLS listener it is the start of
+  // the handshake; otherwise SMTP sent before the greeting, which meets the pregreet check
+  // like any early talker (peek_client sees it).
+  std::string rest(data.substr(r.consumed));
   std::string().swap(proxy_bytes_);
+  if (listener_.tls != TlsMode::Implicit) input_.swap(rest);
   begin();
+  if (finished_) return;
+  if (!rest.empty() && client_->tls()) {
+    client_->feed_cipher(rest);
+  } else if (!rest.empty()) {
+    input_.swap(rest);
+  }
   if (!input_.empty() && !finished_) pump();
 }
 

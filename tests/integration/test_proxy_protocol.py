@@ -202,6 +202,57 @@ class ProxyProtocolTest(IntegrationTestCase):
         self.assertIn("no PROXY header within 10 s", err["reason"])
 
 
+class ImplicitTlsProxyTest(IntegrationTestCase):
+    """Port 465 behind a balancer: the PROXY header, then the TLS handshake; the ClientHello
+    may come in the same read as the header."""
+
+    def test_client_hello_in_the_same_segment_as_the_header(self):
+        import ssl
+        d = tempfile.mkdtemp(prefix="smtpgate-pp-tls-")
+        self.addCleanup(shutil.rmtree, d, True)
+        cert, key = support.make_test_cert(d)
+        backend = self.start_backend(xclient=True)
+        policy = support.gateway_policy(
+            backend.address, listeners=(("smtps", "mx", "implicit"),), hostname=HOSTNAME,
+            client_ip="xclient", trusted_proxies=[PROXY], tls={"cert": cert, "key": key})
+        policy["listeners"][0]["proxy_protocol"] = True
+        gw = self.start_gateway(policy)
+        sock = socket.create_connection(("127.0.0.1", gw.port("smtps")), 10,
+                                        source_address=(PROXY, 0))
+        self.addCleanup(sock.close)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        sock.sendall(v1("203.0.113.61", dport=465) + outgoing.read())  # one segment
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pending = outgoing.read()
+                if pending:
+                    sock.sendall(pending)
+                self.assertLess(time.monotonic(), deadline, "handshake did not complete")
+                incoming.write(sock.recv(65536))
+        sock.sendall(outgoing.read())
+        greeting = b""
+        while not greeting.endswith(b"\r\n"):
+            try:
+                greeting += tls.read(4096)
+            except ssl.SSLWantReadError:
+                incoming.write(sock.recv(65536))
+        self.assertTrue(greeting.startswith(b"220 "), greeting)
+        opened = gw.wait_for_log(event="session_open")
+        self.assertTrue(opened["client"].startswith("203.0.113.61:"), opened)
+
+
 @unittest.skipUnless(shutil.which("haproxy"), "needs haproxy")
 class HaproxyTest(IntegrationTestCase):
     """A real HAProxy (TCP mode, send-proxy-v2) in front of the gateway."""
