@@ -114,6 +114,16 @@ void Loader::parse_root(const json& root) {
     }
   }
   read(root, p, "mode", pol.mode, [&](auto& v, auto& q) { return as_mode(v, q); });
+  read(root, p, "workers", pol.workers, [&](auto& v, auto& q) -> std::optional<uint32_t> {
+    if (v.is_string() && v.template get<std::string>() == "auto") return 0;
+    if (v.is_string()) {
+      error(q, "must be \"auto\" or a number of event loops from 1 to 64, not " + v.dump());
+      return std::nullopt;
+    }
+    auto n = as_uint(v, q, 1, 64);
+    if (!n) return std::nullopt;
+    return static_cast<uint32_t>(*n);
+  });
   if (auto it = root.find("local_domains"); it != root.end()) {
     parse_local_domains(*it, "/local_domains");
   }

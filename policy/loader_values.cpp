@@ -25,8 +25,8 @@ std::string quote(std::string_view s) {
 const std::vector<Section>& schema() {
   static const std::vector<Section> sections = {
       {"",
-       {"version", "hostname", "mode", "local_domains", "lists", "listeners", "tls", "mx",
-        "submission", "brute_force", "connections", "timeouts", "message", "backend",
+       {"version", "hostname", "mode", "workers", "local_domains", "lists", "listeners", "tls",
+        "mx", "submission", "brute_force", "connections", "timeouts", "message", "backend",
         "trusted_proxies", "log", "admin"}},
       {"listeners[]", {"name", "listen", "class", "tls", "proxy_protocol"}},
       {"lists.<name>", {"file"}},

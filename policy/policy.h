@@ -165,6 +165,8 @@ struct Policy {
   int version = 1;
   std::string hostname;
   Mode mode = Mode::Enforce;
+  // Event loops (threads) serving sessions (SPEC §8); 0 = "auto": one per CPU.
+  uint32_t workers = 0;
   DomainSet local_domains;
   std::vector<std::string> list_names;  // origin tags of AddressSet entries: "" = inline
   std::vector<Listener> listeners;

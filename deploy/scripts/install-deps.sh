@@ -4,9 +4,9 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake pkg-config
-  libuv1-dev libssl-dev nlohmann-json3-dev libcli11-dev catch2
+  libuv1-dev libssl-dev nlohmann-json3-dev libcli11-dev catch2 libhiredis-dev
   openssl ca-certificates curl swaks libnet-ssleay-perl python3 python3-aiosmtpd
-  postfix dovecot-core
+  postfix dovecot-core haproxy redis-server
   clang-14 libclang-rt-14-dev
   systemd logrotate
 )

@@ -1235,3 +1235,13 @@ TEST_CASE("loader: proxy_protocol listeners need trusted_proxies", "[loader]") {
     CHECK(e.message == "must be true or false, not a string");
   }
 }
+
+TEST_CASE("loader: workers", "[loader]") {
+  CHECK(load(kMinimal, no_files()).policy->workers == 0);  // auto
+  CHECK(load(with(R"("workers": "auto")"), no_files()).policy->workers == 0);
+  CHECK(load(with(R"("workers": 2)"), no_files()).policy->workers == 2);
+  CHECK(only_error(with(R"("workers": 0)")).message ==
+        "must be an integer from 1 to 64, not 0");
+  CHECK(only_error(with(R"("workers": "many")")).message ==
+        "must be \"auto\" or a number of event loops from 1 to 64, not \"many\"");
+}
