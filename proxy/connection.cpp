@@ -70,7 +70,7 @@ size_t Connection::peek(char* buf, size_t n) const {
 }
 
 void Connection::on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
-  static char shared[kReadBufferSize];
+  thread_local char shared[kReadBufferSize];  // one per loop thread
   buf->base = shared;
   buf->len = sizeof shared;
 }
@@ -98,8 +98,8 @@ void Connection::start_tls(std::shared_ptr<const TlsContext> context) {
 }
 
 void Connection::on_cipher(std::string_view data) {
-  // Reads are handled one at a time on the loop thread, so one buffer serves them all.
-  static std::string plain;
+  // Reads are handled one at a time on a loop thread, so one buffer per thread serves them.
+  thread_local std::string plain;
   plain.clear();
   auto status = tls_->feed(data, plain, out_);
   bool ready = tls_->handshake_just_completed();

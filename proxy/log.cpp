@@ -25,7 +25,7 @@ Logger::~Logger() {
 
 void Logger::reopen() {
   if (!writer_ || path_.empty()) return;
-  const LogFormat f = format_;
+  const LogFormat f = format();
   const std::string path = path_;
   writer_->reopen(path_, [f, path](const std::string& error) {
     // On the writer thread, between batches.
@@ -49,7 +49,7 @@ void Logger::reopen() {
 }
 
 std::string Logger::open(const std::string& path, LogFormat format) {
-  format_ = format;
+  set_format(format);
   if (path != "-") {
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (fd < 0) return "cannot open log file " + path + ": " + std::strerror(errno);
@@ -59,7 +59,7 @@ std::string Logger::open(const std::string& path, LogFormat format) {
     own_fd_ = true;
     path_ = path;
   }
-  const LogFormat f = format_;
+  const LogFormat f = format;
   writer_ = std::make_unique<LogWriter>(fd_, [f](uint64_t dropped) {
     // On the writer thread: its own timestamp, not the loop's cached one.
     std::string ts = iso_timestamp_uncached();
@@ -87,10 +87,10 @@ void append_timestamp_of(std::string& out, int64_t ms) {
   out.append(buf);
 }
 
-// The date and time to the second change rarely: format them once per second (loop thread).
+// The date and time to the second change rarely: format them once per second (per thread).
 void append_timestamp(std::string& out) {
-  static std::time_t cached_secs = -1;
-  static char cached[64];
+  thread_local std::time_t cached_secs = -1;  // per loop thread (workers)
+  thread_local char cached[64];
   auto now = std::chrono::system_clock::now();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
   std::time_t secs = static_cast<std::time_t>(ms / 1000);
@@ -152,6 +152,11 @@ void append_field(std::string& out, bool json, std::string_view key, std::string
 }
 
 }  // namespace
+
+std::string& Logger::scratch() {
+  thread_local std::string line;
+  return line;
+}
 
 std::string iso_timestamp() {
   std::string s;
@@ -234,12 +239,12 @@ void append_json_escaped(std::string& out, std::string_view s) {
 std::string Logger::render_fields(
     std::initializer_list<std::pair<std::string_view, std::string_view>> f) const {
   std::string out;
-  for (const auto& [k, v] : f) append_field(out, format_ == LogFormat::Json, k, v);
+  for (const auto& [k, v] : f) append_field(out, format() == LogFormat::Json, k, v);
   return out;
 }
 
 LogLine::LogLine(Logger& log, std::string_view event, std::string_view prefix)
-    : log_(log), line_(log.line_), json_(log.format_ == LogFormat::Json) {
+    : log_(log), line_(Logger::scratch()), json_(log.format() == LogFormat::Json) {
   line_.clear();
   if (json_) {
     line_ += "{\"ts\":\"";
@@ -308,7 +313,7 @@ void LogLine::write() {
 void Logger::write(std::string_view event, const nlohmann::ordered_json& fields) {
   std::string line;
   std::string ts = iso_timestamp();
-  if (format_ == LogFormat::Json) {
+  if (format() == LogFormat::Json) {
     nlohmann::ordered_json doc;
     doc["ts"] = ts;
     doc["event"] = event;

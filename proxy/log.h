@@ -2,6 +2,7 @@
 // the writer thread (LogWriter), which writes it within microseconds unless the sink stalls.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -32,7 +33,7 @@ class Logger {
   uint64_t dropped_total() const { return writer_ ? writer_->dropped_total() : 0; }
   // Waits (bounded) until every line so far reached the sink: tests and shutdown.
   bool drain(std::chrono::milliseconds timeout) { return !writer_ || writer_->drain(timeout); }
-  void set_format(LogFormat f) { format_ = f; }
+  void set_format(LogFormat f) { format_.store(f, std::memory_order_relaxed); }
   // SIGUSR1 (logrotate's postrotate): the log file is opened anew by the writer thread, then
   // a `log_reopen` line says so in the new file (or an `error` line why not, in the old one).
   // Nothing to do when the log is standard error.
@@ -40,7 +41,7 @@ class Logger {
 
   // Writes one event. `fields` is a JSON object; "ts" and "event" are added first.
   void write(std::string_view event, const nlohmann::ordered_json& fields);
-  LogFormat format() const { return format_; }
+  LogFormat format() const { return format_.load(std::memory_order_relaxed); }
   // Renders string fields as a prefix for LogLine: ,"k":"v"... (JSON) or " k=v" (text).
   std::string render_fields(
       std::initializer_list<std::pair<std::string_view, std::string_view>> f) const;
@@ -48,11 +49,12 @@ class Logger {
  private:
   friend class LogLine;
   void emit(std::string& line);
-  std::string line_;  // reused for every LogLine (one loop thread)
+  // Reused for every LogLine: one per thread (each worker loop renders its own lines).
+  static std::string& scratch();
   int fd_ = 2;
   bool own_fd_ = false;
-  std::string path_;  // the log file, when not standard error
-  LogFormat format_ = LogFormat::Json;
+  std::string path_;                                // the log file, when not standard error
+  std::atomic<LogFormat> format_{LogFormat::Json};  // set on reload, read by every worker
   std::unique_ptr<LogWriter> writer_;
 };
 

@@ -21,7 +21,7 @@ class LoopClock {
   static void next_iteration() { cached_ns_ = 0; }
 
  private:
-  static inline uint64_t cached_ns_ = 0;
+  static inline thread_local uint64_t cached_ns_ = 0;  // each worker loop has its own
 };
 
 }  // namespace smtpgate

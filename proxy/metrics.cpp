@@ -107,45 +107,55 @@ std::string prometheus_escape_label(std::string_view value) {
 }
 
 void MetricsRegistry::connection_opened(std::string_view listener) {
+  std::lock_guard lock(mu_);
   connections_.add({listener});
   ++connections_active_;
 }
 
 void MetricsRegistry::connection_closed() {
+  std::lock_guard lock(mu_);
   if (connections_active_ > 0) --connections_active_;
 }
 
 void MetricsRegistry::connection_refused(RefusedReason reason) {
+  std::lock_guard lock(mu_);
   ++refused_[static_cast<size_t>(reason)];
 }
 
 void MetricsRegistry::session(std::string_view listener, std::string_view session_class) {
+  std::lock_guard lock(mu_);
   sessions_.add({listener, session_class});
 }
 
 void MetricsRegistry::decision(std::string_view stage, std::string_view rule,
                                std::string_view verdict, bool enforced) {
+  std::lock_guard lock(mu_);
   decisions_.add({stage, rule, verdict, enforced ? "true" : "false"});
 }
 
 void MetricsRegistry::auth(AuthResult result) {
+  std::lock_guard lock(mu_);
   ++auth_[static_cast<size_t>(result)];
 }
 
 void MetricsRegistry::message_delivered(uint64_t bytes) {
+  std::lock_guard lock(mu_);
   ++messages_[static_cast<size_t>(MessageResult::Delivered)];
   message_bytes_ += bytes;
 }
 
 void MetricsRegistry::message_rejected() {
+  std::lock_guard lock(mu_);
   ++messages_[static_cast<size_t>(MessageResult::Rejected)];
 }
 
 void MetricsRegistry::backend_error(std::string_view reason) {
+  std::lock_guard lock(mu_);
   backend_errors_.add({reason});
 }
 
 void MetricsRegistry::observe_backend_reply(double seconds) {
+  std::lock_guard lock(mu_);
   if (std::isnan(seconds)) return;
   if (seconds < 0) seconds = 0;  // a clock step must not produce a negative latency
   size_t i = 0;
@@ -156,16 +166,21 @@ void MetricsRegistry::observe_backend_reply(double seconds) {
 }
 
 void MetricsRegistry::policy_reload(std::string_view result) {
+  std::lock_guard lock(mu_);
   reloads_.add({result});
 }
 
 std::string MetricsRegistry::render_prometheus() const {
+  std::lock_guard lock(mu_);
   Writer w;
   w.family("smtpgate_connections_total", "counter", "TCP connections accepted, by listener.");
   w.counter<1>("smtpgate_connections_total", {"listener"}, connections_);
 
   w.family("smtpgate_connections_active", "gauge", "TCP connections currently open.");
   w.sample("smtpgate_connections_active", connections_active_);
+
+  w.family("smtpgate_workers", "gauge", "Event loops serving sessions.");
+  w.sample("smtpgate_workers", workers_);
 
   w.family("smtpgate_connections_refused_total", "counter",
            "Connections refused before the session started, by reason.");

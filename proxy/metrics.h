@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -65,6 +66,8 @@ enum class RefusedReason : uint8_t { Ban, Access, Limit, Rate };
 enum class AuthResult : uint8_t { Ok, Failed, Tempfail, Refused };
 enum class MessageResult : uint8_t { Delivered, Rejected };
 
+// Process totals (SPEC §8): every worker loop reports into the one registry, each call under
+// its mutex (a few counter bumps per message; /metrics renders under it too).
 class MetricsRegistry {
  public:
   // Upper bounds of smtpgate_backend_reply_seconds, seconds; +Inf is implicit.
@@ -79,25 +82,46 @@ class MetricsRegistry {
   void session(std::string_view listener, std::string_view session_class);
   void decision(std::string_view stage, std::string_view rule, std::string_view verdict,
                 bool enforced);
-  void set_bans_active(uint64_t n) { bans_active_ = n; }
+  void set_bans_active(uint64_t n) {
+    std::lock_guard lock(mu_);
+    bans_active_ = n;
+  }
   void set_logins(uint64_t locked, uint64_t suspended) {
+    std::lock_guard lock(mu_);
     logins_locked_ = locked;
     logins_suspended_ = suspended;
   }
-  void ban_issued() { ++bans_issued_; }
+  void ban_issued() {
+    std::lock_guard lock(mu_);
+    ++bans_issued_;
+  }
   void auth(AuthResult result);
   // The backend accepted a message of `bytes` octets (as forwarded).
   void message_delivered(uint64_t bytes);
   void message_rejected();
   void backend_error(std::string_view reason);  // "connect", "timeout", "protocol", ...
   // Inbound PROXY headers: "proxied", "local", "untrusted", "invalid", "timeout", "closed".
-  void proxy_protocol(std::string_view result) { proxy_protocol_.add({result}); }
+  void proxy_protocol(std::string_view result) {
+    std::lock_guard lock(mu_);
+    proxy_protocol_.add({result});
+  }
   void observe_backend_reply(double seconds);
   void policy_reload(std::string_view result);  // "loaded" | "rejected"
   // Read from their owners when /metrics is rendered.
-  void set_log_dropped(uint64_t n) { log_dropped_ = n; }
-  void set_state_write_errors(uint64_t n) { state_write_errors_ = n; }
+  void set_log_dropped(uint64_t n) {
+    std::lock_guard lock(mu_);
+    log_dropped_ = n;
+  }
+  void set_state_write_errors(uint64_t n) {
+    std::lock_guard lock(mu_);
+    state_write_errors_ = n;
+  }
+  void set_workers(uint64_t n) {
+    std::lock_guard lock(mu_);
+    workers_ = n;
+  }
 
+  // Readers for tests (one thread).
   uint64_t connections_active() const { return connections_active_; }
   const LabeledCounter<1>& connections() const { return connections_; }
   uint64_t refused(RefusedReason r) const { return refused_[static_cast<size_t>(r)]; }
@@ -110,6 +134,7 @@ class MetricsRegistry {
   std::string render_prometheus() const;
 
  private:
+  mutable std::mutex mu_;
   LabeledCounter<1> connections_;  // listener
   uint64_t connections_active_ = 0;
   std::array<uint64_t, 4> refused_{};
@@ -130,6 +155,7 @@ class MetricsRegistry {
   LabeledCounter<1> reloads_;  // result
   uint64_t log_dropped_ = 0;
   uint64_t state_write_errors_ = 0;
+  uint64_t workers_ = 1;
 };
 
 // Escapes a label value for the text format: backslash, double quote and newline.

@@ -17,8 +17,8 @@ void append_header_safe(std::string& out, std::string_view s) {
 }
 
 std::string_view rfc5322_date() {
-  static std::time_t cached_at = -1;
-  static char buf[64];
+  thread_local std::time_t cached_at = -1;  // per loop thread (workers)
+  thread_local char buf[64];
   std::time_t now = std::time(nullptr);
   if (now != cached_at) {
     std::tm tm{};

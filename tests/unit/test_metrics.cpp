@@ -19,6 +19,9 @@ const char* const kEmpty =
 # HELP smtpgate_connections_active TCP connections currently open.
 # TYPE smtpgate_connections_active gauge
 smtpgate_connections_active 0
+# HELP smtpgate_workers Event loops serving sessions.
+# TYPE smtpgate_workers gauge
+smtpgate_workers 1
 # HELP smtpgate_connections_refused_total Connections refused before the session started, by reason.
 # TYPE smtpgate_connections_refused_total counter
 smtpgate_connections_refused_total{reason="ban"} 0
@@ -136,6 +139,9 @@ smtpgate_connections_total{listener="submission"} 1
 # HELP smtpgate_connections_active TCP connections currently open.
 # TYPE smtpgate_connections_active gauge
 smtpgate_connections_active 2
+# HELP smtpgate_workers Event loops serving sessions.
+# TYPE smtpgate_workers gauge
+smtpgate_workers 1
 # HELP smtpgate_connections_refused_total Connections refused before the session started, by reason.
 # TYPE smtpgate_connections_refused_total counter
 smtpgate_connections_refused_total{reason="ban"} 1
