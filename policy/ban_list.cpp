@@ -9,10 +9,11 @@ uint32_t BanList::record_failure(const IpAddress& ip, UnixMillis now, const Brut
   std::string key = ip.to_string();
   auto& q = failures_[key];
   UnixMillis horizon = now - bf.window.count() * 1000;
-  while (!q.empty() && q.front() <= horizon) q.pop_front();
+  std::erase_if(q, [&](UnixMillis t) { return t <= horizon; });
   q.push_back(now);
   // Only the last max_failures timestamps can matter for the window.
-  while (q.size() > bf.max_failures) q.pop_front();
+  if (q.size() > bf.max_failures)
+    q.erase(q.begin(), q.end() - static_cast<std::ptrdiff_t>(bf.max_failures));
   // Taken now: the eviction below may drop this very entry and invalidate `q`.
   auto count = static_cast<uint32_t>(q.size());
   failure_order_.emplace_back(now, key);

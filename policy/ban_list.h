@@ -92,7 +92,9 @@ class BanList {
   };
   std::map<IpAddress, BanEntry> bans_;
   std::map<IpAddress, History> history_;
-  std::unordered_map<std::string, std::deque<UnixMillis>> failures_;  // key: ip text
+  // Within the window, at most max_failures (a few) times per address: a vector, where a
+  // deque took about 0.8 KB per address (180 MB at the 200,000-address bound).
+  std::unordered_map<std::string, std::vector<UnixMillis>> failures_;  // key: ip text
   std::deque<std::pair<UnixMillis, std::string>> failure_order_;      // for eviction
   std::unordered_map<uint64_t, UnixMillis> failed_keys_;              // key -> when it was counted
   std::deque<std::pair<UnixMillis, uint64_t>> key_order_;             // for expiry and eviction
