@@ -1,6 +1,7 @@
 #include "proxy/connection.h"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 
@@ -31,6 +32,17 @@ int Connection::accept(uv_stream_t* server) {
     uv_fileno(reinterpret_cast<const uv_handle_t*>(&tcp_), &fd_);
   }
   return rc;
+}
+
+int Connection::adopt(int fd) {
+  int rc = uv_tcp_open(&tcp_, fd);
+  if (rc != 0) {
+    ::close(fd);
+    return rc;
+  }
+  uv_tcp_nodelay(&tcp_, 1);
+  fd_ = fd;
+  return 0;
 }
 
 int Connection::connect(const sockaddr* addr) {

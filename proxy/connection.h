@@ -40,7 +40,9 @@ class Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  int accept(uv_stream_t* server);  // then start_reading()
+  int accept(uv_stream_t* server);
+  // A socket accepted by another loop and handed over (worker threads).
+  int adopt(int fd);  // then start_reading()
   int connect(const sockaddr* addr);
   void start_reading();
   void pause_reading();

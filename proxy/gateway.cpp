@@ -9,6 +9,7 @@
 #include <cstring>
 #include <iostream>
 #include <random>
+#include <thread>
 
 #include "policy/duration.h"
 #include "policy/loader.h"
@@ -16,7 +17,6 @@
 #include "policy/restart_needed.h"
 #include "policy/rule_ids.h"
 #include "proxy/backend_probe.h"
-#include "proxy/loop_clock.h"
 #include "proxy/service_notify.h"
 #include "proxy/session.h"
 #include "proxy/tls_files.h"
@@ -46,17 +46,25 @@ Gateway::Gateway(RunOptions options) : options_(std::move(options)) {
 
 Gateway::~Gateway() {
   close_all();
-  // Let every close callback run, then the loop must close cleanly.
+  // Let every close callback run, then the loop must close cleanly; worker threads end once
+  // their loops have nothing left.
   uv_run(&loop_, UV_RUN_DEFAULT);
-  sessions_.delete_retired();
+  for (auto& w : workers_) w->join();
+  workers_.clear();
+  uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
 }
 
 std::string Gateway::next_session_id() {
   char buf[24];
   std::snprintf(buf, sizeof buf, "%08x%06llx", id_prefix_,
-                static_cast<unsigned long long>(++serial_ & 0xffffff));
+                static_cast<unsigned long long>((serial_.fetch_add(1) + 1) & 0xffffff));
   return buf;
+}
+
+ConfigSnapshot Gateway::current_config() const {
+  std::lock_guard lock(config_mu_);
+  return config_;
 }
 
 std::string Gateway::load(bool initial) {
@@ -96,8 +104,14 @@ std::string Gateway::load(bool initial) {
   cfg->backend_tls = std::move(backend_tls);
   cfg->backend_addr = backend;
   policy_ = cfg->policy;
-  config_ = std::move(cfg);
-  connection_rate_.set_rate(policy_->connections.rate_per_ip.value_or(Rate{}));
+  {
+    std::lock_guard lock(config_mu_);
+    config_ = std::move(cfg);
+  }
+  shared_.with([&](SharedState::Data& d) {
+    d.policy = policy_;
+    d.connection_rate.set_rate(policy_->connections.rate_per_ip.value_or(Rate{}));
+  });
   return {};
 }
 
@@ -148,15 +162,22 @@ int Gateway::run() {
       &housekeeping_,
       [](uv_timer_t* t) {
         auto* gw = static_cast<Gateway*>(t->data);
-        gw->bans_.expire(unix_now(), gw->policy_->brute_force);  // the journal keeps until
+        gw->shared_.with([](SharedState::Data& d) {
+          d.bans.expire(unix_now(), d.policy->brute_force);  // the journal keeps until
+        });
       },
       60000, 60000);
   uv_check_init(&loop_, &reaper_);
   reaper_.data = this;
   uv_check_start(&reaper_, on_check);
-  uv_prepare_init(&loop_, &clock_tick_);
-  uv_prepare_start(&clock_tick_, [](uv_prepare_t*) { LoopClock::next_iteration(); });
-  uv_unref(reinterpret_cast<uv_handle_t*>(&clock_tick_));
+  // Worker loops: [0] on this thread's loop, the others each in a thread of its own.
+  const unsigned n = policy_->workers != 0
+                         ? policy_->workers
+                         : std::max(1u, std::min(64u, std::thread::hardware_concurrency()));
+  for (unsigned i = 0; i < n; ++i)
+    workers_.push_back(std::make_unique<Worker>(*this, i == 0 ? &loop_ : nullptr, i));
+  for (auto& w : workers_) w->start();
+  metrics_.set_workers(n);
   for (auto* sig : {&sighup_, &sigterm_, &sigint_, &sigusr1_}) {
     uv_signal_init(&loop_, sig);
     sig->data = this;
@@ -173,6 +194,7 @@ int Gateway::run() {
   log_.write("policy_reload", {{"result", "loaded"},
                                {"path", options_.policy_path},
                                {"listeners", listeners},
+                               {"workers", workers_.size()},
                                {"mode", policy_->mode == Mode::Enforce ? "enforce" : "dry-run"}});
   // Listeners accept from here on: a Type=notify unit counts as started now, not at fork.
   notify_service_manager("READY=1\nSTATUS=accepting connections");
@@ -201,8 +223,25 @@ void Gateway::on_connection(uv_stream_t* server, int status) {
 
 void Gateway::start_session(ListenerRuntime& lr) {
   ++accepted_this_turn_;
-  Session& s = sessions_.add(std::make_unique<Session>(*this, lr, config_));
-  s.start(reinterpret_cast<uv_stream_t*>(&lr.server));
+  Worker& w = *workers_[next_worker_++ % workers_.size()];
+  auto* server = reinterpret_cast<uv_stream_t*>(&lr.server);
+  if (w.index() == 0) {
+    w.start_session(lr, server);
+    return;
+  }
+  // Accepted here, handed over: the socket is duplicated out of a handle of this loop (which
+  // then closes) and opened on the worker's loop. One accept loop spreads connections evenly
+  // whatever their source, where SO_REUSEPORT would hash them.
+  auto* tmp = new uv_tcp_t;
+  uv_tcp_init(&loop_, tmp);
+  int fd = -1;
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(tmp)) == 0 &&
+      uv_fileno(reinterpret_cast<uv_handle_t*>(tmp), &fd) == 0)
+    fd = ::dup(fd);
+  uv_close(reinterpret_cast<uv_handle_t*>(tmp),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+  if (fd < 0) return;
+  if (!w.post([&w, &lr, fd] { w.adopt(lr, fd); })) ::close(fd);
 }
 
 void Gateway::on_check(uv_check_t* h) {
@@ -216,9 +255,6 @@ void Gateway::on_check(uv_check_t* h) {
     }
   }
   gw->accepted_this_turn_ = 0;
-  if (!gw->sessions_.has_retired()) return;
-  gw->sessions_.delete_retired();
-  if (gw->draining_ && gw->sessions_.empty()) gw->close_all();
 }
 
 void Gateway::on_signal(uv_signal_t* h, int signum) {
@@ -261,32 +297,56 @@ void Gateway::drain() {
   if (draining_) return;
   draining_ = true;
   notify_service_manager("STOPPING=1");
-  log_.write("shutdown", {{"state", "draining"}, {"sessions", sessions_.size()}});
+  size_t open = 0;
+  for (auto& w : workers_) open += w->sessions();
+  log_.write("shutdown", {{"state", "draining"}, {"sessions", open}});
   for (auto& lr : listeners_) {
     if (lr.open) {
       lr.open = false;
       uv_close(reinterpret_cast<uv_handle_t*>(&lr.server), nullptr);
     }
   }
-  for (Session* s : sessions_.snapshot()) s->drain();
-  if (sessions_.empty()) {
-    close_all();
-    return;
+  // Each worker drains its own sessions and says so on this loop when it has none left.
+  workers_draining_ = workers_.size();
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    auto tell_main = [this] { workers_[0]->post([this] { worker_drained(); }); };
+    if (worker->index() == 0) {
+      worker->drain(tell_main);
+    } else {
+      worker->post([worker, tell_main] { worker->drain(tell_main); });
+    }
   }
   uv_timer_start(
       &drain_timer_,
       [](uv_timer_t* t) {
         auto* gw = static_cast<Gateway*>(t->data);
+        size_t left = 0;
+        for (auto& w : gw->workers_) left += w->sessions();
         gw->log_.write("error", {{"component", "drain"},
                                  {"reason", "drain timeout: closing remaining sessions"},
-                                 {"sessions", gw->sessions_.size()}});
+                                 {"sessions", left}});
         gw->close_all();
       },
       static_cast<uint64_t>(std::chrono::milliseconds(policy_->timeouts.drain).count()), 0);
 }
 
+void Gateway::worker_drained() {
+  if (workers_draining_ > 0 && --workers_draining_ == 0) close_all();
+}
+
 void Gateway::close_all() {
-  for (Session* s : sessions_.snapshot()) s->abandon();
+  if (closed_) return;
+  closed_ = true;
+  // Every worker closes what it has left, on its own loop, and lets the loop end.
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    if (worker->index() == 0) {
+      worker->stop();
+    } else {
+      worker->post([worker] { worker->stop(); });
+    }
+  }
   for (auto& lr : listeners_) {
     if (lr.open) {
       lr.open = false;
@@ -300,97 +360,91 @@ void Gateway::close_all() {
   if (admin_) admin_->close();
   if (probe_) probe_->stop();
   if (journal_) journal_->close();  // what is queued reaches the disk first (bounded)
-  ban_waiters_.clear();             // their sessions were abandoned above
   close(&housekeeping_);
   close(&reaper_);
-  close(&clock_tick_);
   close(&sighup_);
   close(&sigusr1_);
   close(&sigterm_);
   close(&sigint_);
   close(&drain_timer_);
-  // Sessions closed above retire themselves; delete them now that nothing runs.
-  sessions_.delete_retired();
 }
 
 // ---------------------------------------------------------------- connection caps
 
 std::optional<Decision> Gateway::admit(Session& s) {
-  const auto& lim = policy_->connections;
-  engine::ConnectionLoad load;
-  load.open_total = admitted_;
-  auto it = per_ip_.find(s.client_ip());
-  load.open_from_ip = it == per_ip_.end() ? 0 : it->second;
-  // The rate limiter counts the connection only when the total cap lets it be considered.
-  load.over_rate = admitted_ < lim.max_total && connection_rate_.enabled() &&
-                   !connection_rate_.allow(s.client_ip(), now_ms());
-  Decision d = engine::admit(*policy_, s.client_ip(), load);
-  if (!d.allowed()) return d;
-  ++per_ip_[s.client_ip()];
-  ++admitted_;
-  s.admitted_ = true;
-  return std::nullopt;
+  const IpAddress ip = s.client_ip();
+  const int64_t now = now_ms();
+  auto refusal = shared_.with([&](SharedState::Data& d) -> std::optional<Decision> {
+    const auto& lim = d.policy->connections;
+    engine::ConnectionLoad load;
+    load.open_total = d.admitted;
+    auto it = d.per_ip.find(ip);
+    load.open_from_ip = it == d.per_ip.end() ? 0 : it->second;
+    // The rate limiter counts the connection only when the total cap lets it be considered.
+    load.over_rate = d.admitted < lim.max_total && d.connection_rate.enabled() &&
+                     !d.connection_rate.allow(ip, now);
+    Decision dec = engine::admit(*d.policy, ip, load);
+    if (!dec.allowed()) return dec;
+    ++d.per_ip[ip];
+    ++d.admitted;
+    return std::nullopt;
+  });
+  if (!refusal) s.admitted_ = true;
+  return refusal;
 }
 
 void Gateway::release(Session& s) {
   if (!s.admitted_) return;
   s.admitted_ = false;
-  --admitted_;
-  auto it = per_ip_.find(s.client_ip());
-  if (it != per_ip_.end() && --it->second == 0) per_ip_.erase(it);
+  const IpAddress ip = s.client_ip();
+  shared_.with([&](SharedState::Data& d) {
+    --d.admitted;
+    auto it = d.per_ip.find(ip);
+    if (it != d.per_ip.end() && --it->second == 0) d.per_ip.erase(it);
+  });
 }
 
 // ---------------------------------------------------------------- bans
 
-IpAddress Gateway::ban_key(const IpAddress& ip) const {
-  return ip.is_v6() ? ip.masked(policy_->brute_force.ipv6_prefix) : ip;
-}
-
-uint8_t Gateway::ban_prefix(const IpAddress& ip) const {
-  return ip.is_v6() && policy_->brute_force.ipv6_prefix < 128 ? policy_->brute_force.ipv6_prefix
-                                                              : 0;
-}
-
 bool Gateway::banned(const IpAddress& ip) {
-  return bans_.banned(ban_key(ip), unix_now());
+  return shared_.with(
+      [&](SharedState::Data& d) { return d.bans.banned(d.ban_key(ip), unix_now()); });
 }
 
 bool Gateway::repeated_failure(uint64_t key) {
-  return bans_.repeated_failure(key, unix_now(), policy_->brute_force.window);
+  return shared_.with([&](SharedState::Data& d) {
+    return d.bans.repeated_failure(key, unix_now(), d.policy->brute_force.window);
+  });
 }
 
 uint32_t Gateway::record_auth_failure(const IpAddress& ip) {
-  return bans_.record_failure(ban_key(ip), unix_now(), policy_->brute_force);
+  return shared_.with([&](SharedState::Data& d) {
+    return d.bans.record_failure(d.ban_key(ip), unix_now(), d.policy->brute_force);
+  });
 }
 
 uint64_t Gateway::ban(const IpAddress& ip, const std::string& reason, const std::string& session) {
-  // Parallel connections of one guesser must not escalate the same offense several times.
-  const IpAddress key = ban_key(ip);
-  if (bans_.banned(key, unix_now())) return 0;
-  BanEntry e = bans_.ban(key, unix_now(), policy_->brute_force, reason, ban_prefix(ip));
-  metrics_.ban_issued();
-  log_.write("ban", {{"session", session},
-                     {"ip", e.target()},
-                     {"action", "ban"},
-                     {"enforced", true},
-                     {"until", iso_time(e.until)},  // ISO 8601, like every log time
-                     {"duration_s", (e.until - e.since) / 1000},
-                     {"offense", e.offense},
-                     {"reason", reason}});
-  return journal_ ? journal_->record_ban(e) : 0;
+  return shared_.with([&](SharedState::Data& d) -> uint64_t {
+    // Parallel connections of one guesser must not escalate the same offense several times.
+    const IpAddress key = d.ban_key(ip);
+    const UnixMillis now = unix_now();
+    if (d.bans.banned(key, now)) return 0;
+    BanEntry e = d.bans.ban(key, now, d.policy->brute_force, reason, d.ban_prefix(ip));
+    metrics_.ban_issued();
+    log_.write("ban", {{"session", session},
+                       {"ip", e.target()},
+                       {"action", "ban"},
+                       {"enforced", true},
+                       {"until", iso_time(e.until)},  // ISO 8601, like every log time
+                       {"duration_s", (e.until - e.since) / 1000},
+                       {"offense", e.offense},
+                       {"reason", reason}});
+    return journal_ ? journal_->record_ban(e) : 0;
+  });
 }
 
 bool Gateway::ban_recorded(uint64_t record) const {
   return record == 0 || !journal_ || journal_->done() >= record;
-}
-
-void Gateway::wait_for_ban_record(Session* s) {
-  if (std::find(ban_waiters_.begin(), ban_waiters_.end(), s) == ban_waiters_.end())
-    ban_waiters_.push_back(s);
-}
-
-void Gateway::forget_ban_waiter(Session* s) {
-  std::erase(ban_waiters_, s);
 }
 
 void Gateway::on_journal_progress() {
@@ -411,17 +465,24 @@ void Gateway::on_journal_progress() {
     log_.write("error", {{"component", "bans"},
                          {"reason", "ban state written again after earlier failures"}});
   }
-  if (ban_waiters_.empty()) return;
-  std::vector<Session*> waiting;
-  waiting.swap(ban_waiters_);
-  for (Session* s : waiting) s->on_ban_recorded();  // waits again if its record is later
+  // Sessions waiting for their record live on their workers' loops: each is told there.
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    if (worker->index() == 0) {
+      worker->journal_progress();
+    } else {
+      worker->post([worker] { worker->journal_progress(); });
+    }
+  }
 }
 
 void Gateway::would_ban(const IpAddress& ip, const std::string& reason,
                         const std::string& session) {
   BanEntry covered;  // what a ban would cover, named as /bans names it
-  covered.ip = ban_key(ip);
-  covered.prefix = ban_prefix(ip);
+  shared_.with([&](SharedState::Data& d) {
+    covered.ip = d.ban_key(ip);
+    covered.prefix = d.ban_prefix(ip);
+  });
   log_.write("ban", {{"session", session},
                      {"ip", covered.target()},
                      {"action", "would_ban"},
@@ -433,12 +494,16 @@ void Gateway::load_bans() {
   // The state file is fixed for the life of the process (like the listeners).
   const std::string& path = policy_->brute_force.state_file;
   if (path.empty()) return;
-  std::string err = StateJournal::load(path, &bans_, &logins_.guard(), &logins_.breaker());
-  if (!err.empty()) log_.write("error", {{"component", "bans"}, {"reason", err}});
-  journal_ = std::make_unique<StateJournal>(
-      &loop_, path, bans_, policy_->brute_force, policy_->log.path != "-",
-      [this] { on_journal_progress(); }, &logins_.guard(), &logins_.breaker());
-  logins_.set_journal(journal_.get());
+  // Before any worker runs: nothing else touches the state yet.
+  shared_.with([&](SharedState::Data& d) {
+    std::string err = StateJournal::load(path, &d.bans, &d.logins.guard(), &d.logins.breaker());
+    if (!err.empty()) log_.write("error", {{"component", "bans"}, {"reason", err}});
+    journal_ = std::make_unique<StateJournal>(
+        &loop_, path, d.bans, policy_->brute_force, policy_->log.path != "-",
+        [this] { on_journal_progress(); }, &d.logins.guard(), &d.logins.breaker());
+    d.journal = journal_.get();
+    d.logins.set_journal(journal_.get());
+  });
 }
 
 // ---------------------------------------------------------------- admin endpoint

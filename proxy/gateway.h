@@ -4,10 +4,12 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <cstdint>
 #include <list>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,8 +24,10 @@
 #include "proxy/metrics.h"
 #include "proxy/password_key.h"
 #include "proxy/session_registry.h"
+#include "proxy/shared_state.h"
 #include "proxy/state_journal.h"
 #include "proxy/tls_channel.h"
+#include "proxy/worker.h"
 
 namespace smtpgate {
 
@@ -69,49 +73,39 @@ class Gateway final : public AdminServer::Handler {
 
   int run();  // until drained; returns the exit code
 
-  uv_loop_t* loop() { return &loop_; }
+  uv_loop_t* loop() { return &loop_; }  // the main thread's (worker 0, admin, signals)
   Logger& log() { return log_; }
   MetricsRegistry& metrics() { return metrics_; }
-  // Per-login sending counters (submission.limits), in loop milliseconds.
-  SendingLimiter& sending() { return sending_; }
-  int64_t now_ms() { return static_cast<int64_t>(uv_now(&loop_)); }
+  // What all workers count once (bans, failures, caps, sending counters, logins).
+  SharedState& shared() { return shared_; }
+  // Steady milliseconds, the same clock on every thread (sending counters, connection rates).
+  static int64_t now_ms() { return static_cast<int64_t>(uv_hrtime() / 1000000); }
 
   // The admin endpoint.
   AdminResponse handle(std::string_view method, std::string_view path,
                        std::string_view query) override;
-  const ConfigSnapshot& config() const { return config_; }
-  std::string next_session_id();
+  const ConfigSnapshot& config() const { return config_; }  // main thread
+  ConfigSnapshot current_config() const;                    // any thread: for new sessions
+  std::string next_session_id();                            // any thread
 
   // Connection caps (max_total, max_per_ip, rate_per_ip): a refusal, or nullopt when the
   // session may go on. Every admitted session is released exactly once.
   std::optional<Decision> admit(Session& s);
   void release(Session& s);
 
-  // Called by a session that has closed its handles: deleted on the next loop turn.
-  void retire(Session& s) { sessions_.retire(s); }
-
-  // Brute-force state: bans and AUTH failures per client IP.
+  // Brute-force state: bans and AUTH failures per client IP (any thread).
   bool banned(const IpAddress& ip);
-  // What a ban of `ip` covers (brute_force.ipv6_prefix): an IPv6 client's network, an IPv4
-  // address itself; and that prefix length (0 for the address alone).
-  IpAddress ban_key(const IpAddress& ip) const;
-  uint8_t ban_prefix(const IpAddress& ip) const;
   // Records one counted AUTH failure; returns the failures within the window, this included.
   uint32_t record_auth_failure(const IpAddress& ip);
   // brute_force.distinct_passwords (BanList::repeated_failure; the keyer's key is in memory).
   const PasswordKeyer& password_keyer() const { return keyer_; }
   bool repeated_failure(uint64_t key);
-  // brute_force.per_login locks and submission.breaker suspensions (SPEC §9).
-  LoginDefence& logins() { return logins_; }
-  const Policy& policy() const { return *policy_; }
   // Bans `ip` at once; returns the state-file record to wait for before the banned client
   // hears its reply (0: nothing to wait for). See wait_for_ban_record().
   uint64_t ban(const IpAddress& ip, const std::string& reason, const std::string& session);
   // Whether the record is on disk (or its write failed, which is logged): the banned
-  // session's reply may go out. Otherwise the session is told later (Session::on_ban_recorded).
+  // session's reply may go out. Otherwise its worker tells it later (Worker::wait_for_record).
   bool ban_recorded(uint64_t record) const;
-  void wait_for_ban_record(Session* s);
-  void forget_ban_waiter(Session* s);
   // Dry-run: logs the ban that enforcement would apply; changes nothing.
   void would_ban(const IpAddress& ip, const std::string& reason, const std::string& session);
   // POST /bans/IP[?for=DURATION&reason=TEXT]: an operator's ban (default brute_force.ban).
@@ -119,8 +113,10 @@ class Gateway final : public AdminServer::Handler {
 
  private:
   static void on_connection(uv_stream_t* server, int status);
-  void start_session(ListenerRuntime& lr);  // accepts the connection libuv holds
+  // Accepts the connection libuv holds and gives it to the next worker in turn.
+  void start_session(ListenerRuntime& lr);
   static void on_check(uv_check_t* h);
+  void worker_drained();  // a worker's last session ended while draining
   static void on_signal(uv_signal_t* h, int signum);
 
   std::string load(bool initial);
@@ -136,33 +132,30 @@ class Gateway final : public AdminServer::Handler {
   uv_loop_t loop_{};
   Logger log_;
   ConfigSnapshot config_;
-  PolicySnapshot policy_;                 // == config_->policy
-  std::list<ListenerRuntime> listeners_;  // stable addresses: handles point into them
-  SessionRegistry sessions_;
+  PolicySnapshot policy_;                         // == config_->policy
+  std::list<ListenerRuntime> listeners_;          // stable addresses: handles point into them
+  mutable std::mutex config_mu_;                  // config_ for other threads (current_config)
+  std::vector<std::unique_ptr<Worker>> workers_;  // [0] runs on loop_
+  size_t next_worker_ = 0;                        // round robin
+  size_t workers_draining_ = 0;
   uv_check_t reaper_{};
-  uv_prepare_t clock_tick_{};  // LoopClock::next_iteration() before each poll
   uv_signal_t sighup_{}, sigterm_{}, sigint_{}, sigusr1_{};
   uv_timer_t drain_timer_{};
   MetricsRegistry metrics_;
-  SendingLimiter sending_;
-  ConnectionRateLimiter connection_rate_;
+  SharedState shared_{log_};
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<BackendProbe> probe_;  // with an admin endpoint: GET /readyz
   uv_timer_t housekeeping_{};            // expires bans
-  BanList bans_;
   PasswordKeyer keyer_;
-  LoginDefence logins_{log_};
   std::unique_ptr<StateJournal> journal_;  // with brute_force.state_file
-  std::vector<Session*> ban_waiters_;      // sessions holding a reply until their ban is on disk
   uint64_t journal_errors_seen_ = 0;
   bool journal_failing_ = false;
-  std::map<IpAddress, uint32_t> per_ip_;  // admitted sessions by client address
-  uint32_t admitted_ = 0;
   uint32_t accepted_this_turn_ = 0;  // see kAcceptsPerTurn
   bool accept_deferred_ = false;     // some listener has accept_pending
-  uint64_t serial_ = 0;
+  std::atomic<uint64_t> serial_{0};
   uint32_t id_prefix_ = 0;
   bool draining_ = false;
+  bool closed_ = false;  // close_all() ran
 
   friend class Session;
 };

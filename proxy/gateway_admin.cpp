@@ -67,8 +67,10 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path,
   }
   if (path == "/metrics") {
     if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
-    metrics_.set_bans_active(bans_.active(unix_now()).size());
-    metrics_.set_logins(logins_.locked(unix_now()), logins_.suspended_count());
+    shared_.with([&](SharedState::Data& d) {
+      metrics_.set_bans_active(d.bans.active(unix_now()).size());
+      metrics_.set_logins(d.logins.locked(unix_now()), d.logins.suspended_count());
+    });
     metrics_.set_log_dropped(log_.dropped_total());
     metrics_.set_state_write_errors(journal_ ? journal_->write_errors() : 0);
     return {200, "text/plain; version=0.0.4", metrics_.render_prometheus()};
@@ -85,7 +87,8 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path,
     if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
     UnixMillis now = unix_now();
     nlohmann::json list = nlohmann::json::array();
-    for (const auto& e : bans_.active(now))
+    const auto active = shared_.with([&](SharedState::Data& d) { return d.bans.active(now); });
+    for (const auto& e : active)
       list.push_back({{"ip", e.target()},
                       {"since", floor_s(e.since)},
                       {"until", floor_s(e.until)},
@@ -96,12 +99,13 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path,
   }
   if (path == "/logins") {
     if (method != "GET") return {405, "text/plain", "GET only\n", "GET"};
-    return {200, json, dump_json({{"logins", logins_.list(unix_now())}}, 1)};
+    const auto list = shared_.with([](SharedState::Data& d) { return d.logins.list(unix_now()); });
+    return {200, json, dump_json({{"logins", list}}, 1)};
   }
   if (path.starts_with("/logins/")) {
     if (method != "DELETE") return {405, "text/plain", "DELETE only\n", "DELETE"};
     const std::string login = url_decode(path.substr(8));
-    if (!logins_.release(login, unix_now()))
+    if (!shared_.with([&](SharedState::Data& d) { return d.logins.release(login, unix_now()); }))
       return {404, json, "{\"error\": \"not locked or suspended\"}\n"};
     return {200, json, dump_json({{"released", ascii_lower(login)}})};
   }
@@ -111,15 +115,18 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path,
     if (method != "DELETE") return {405, "text/plain", "POST or DELETE\n", "POST, DELETE"};
     // An address (an IPv6 one names its banned /ipv6_prefix), or the network as listed.
     const std::string target = url_decode(path.substr(6));
-    std::optional<IpAddress> key;
-    if (auto ip = IpAddress::parse(target)) {
-      key = ban_key(*ip);
-    } else if (auto net = Cidr::parse(target, true)) {
-      key = net->address;
-    }
-    if (!key) return {400, json, "{\"error\": \"not an IP address\"}\n"};
-    if (!bans_.unban(*key)) return {404, json, "{\"error\": \"not banned\"}\n"};
-    if (journal_) journal_->record_unban(*key);
+    const auto ip = IpAddress::parse(target);
+    std::optional<IpAddress> network;
+    if (!ip)
+      if (auto net = Cidr::parse(target, true)) network = net->address;
+    if (!ip && !network) return {400, json, "{\"error\": \"not an IP address\"}\n"};
+    const bool lifted = shared_.with([&](SharedState::Data& d) {
+      const IpAddress key = ip ? d.ban_key(*ip) : *network;
+      if (!d.bans.unban(key)) return false;
+      if (journal_) journal_->record_unban(key);
+      return true;
+    });
+    if (!lifted) return {404, json, "{\"error\": \"not banned\"}\n"};
     log_.write("ban", {{"ip", target}, {"action", "unban"}, {"reason", "admin"}});
     return {200, json, dump_json({{"unbanned", target}})};
   }
@@ -153,8 +160,13 @@ AdminResponse Gateway::add_ban(std::string_view ip_text, std::string_view query)
   if (policy_->trusted_proxies.lookup(*ip))
     return {409, json, dump_json({{"error", ip->to_string() + " is in trusted_proxies"}})};
   const UnixMillis now = unix_now();
-  BanEntry e = bans_.ban_for(ban_key(*ip), now, static_cast<UnixMillis>(duration.count()) * 1000,
-                             reason, ban_prefix(*ip));
+  const BanEntry e = shared_.with([&](SharedState::Data& d) {
+    BanEntry b =
+        d.bans.ban_for(d.ban_key(*ip), now, static_cast<UnixMillis>(duration.count()) * 1000,
+                       reason, d.ban_prefix(*ip));
+    if (journal_) journal_->record_ban(b);  // in order with the other records of this address
+    return b;
+  });
   metrics_.ban_issued();
   log_.write("ban", {{"ip", e.target()},
                      {"action", "ban"},
@@ -163,7 +175,6 @@ AdminResponse Gateway::add_ban(std::string_view ip_text, std::string_view query)
                      {"duration_s", (e.until - e.since) / 1000},
                      {"offense", e.offense},
                      {"reason", reason}});
-  if (journal_) journal_->record_ban(e);
   return {200, json,
           dump_json({{"banned", ip->to_string()},
                      {"until", iso_time(e.until)},

@@ -1,15 +1,18 @@
 #include "proxy/session.h"
 
 #include "proxy/smtp/proxy_header.h"
+#include "proxy/worker.h"
 
 #include "proxy/gateway.h"
 
 namespace smtpgate {
-Session::Session(Gateway& gw, ListenerRuntime& lr, std::shared_ptr<const RuntimeConfig> config)
+Session::Session(Gateway& gw, Worker& worker, ListenerRuntime& lr,
+                 std::shared_ptr<const RuntimeConfig> config)
     : gw_(gw),
+      worker_(worker),
       config_(std::move(config)),
       listener_(lr.config),
-      backend_(gw.loop(), this),
+      backend_(worker.loop(), this),
       services_(gw, listener_, gw.next_session_id()),
       started_(std::chrono::steady_clock::now()) {}
 
@@ -38,12 +41,27 @@ void Session::run_posted() {
 
 void Session::start(uv_stream_t* server) {
   Scope scope(*this);
-  client_ = Connection::create(gw_.loop(), this);
-  timer_ = Timer::create(gw_.loop(), this);
+  client_ = Connection::create(worker_.loop(), this);
+  timer_ = Timer::create(worker_.loop(), this);
   if (client_->accept(server) != 0) {
     finish("accept_failed");
     return;
   }
+  accepted();
+}
+
+void Session::start_adopted(int fd) {
+  Scope scope(*this);
+  client_ = Connection::create(worker_.loop(), this);
+  timer_ = Timer::create(worker_.loop(), this);
+  if (client_->adopt(fd) != 0) {
+    finish("accept_failed");
+    return;
+  }
+  accepted();
+}
+
+void Session::accepted() {
   sockaddr_storage ss{};
   int len = sizeof ss;
   uv_tcp_getpeername(client_->handle(), reinterpret_cast<sockaddr*>(&ss), &len);
@@ -89,7 +107,7 @@ void Session::await_proxy_header() {
     return;
   }
   awaiting_proxy_ = true;
-  deadline_.set(*timer_, uv_now(gw_.loop()), kProxyHeaderTime);
+  deadline_.set(*timer_, uv_now(worker_.loop()), kProxyHeaderTime);
   client_->start_reading();
 }
 
@@ -321,7 +339,7 @@ void Session::start_tls() {
 }
 
 void Session::set_deadline(std::chrono::milliseconds after) {
-  if (timer_) deadline_.set(*timer_, uv_now(gw_.loop()), after);
+  if (timer_) deadline_.set(*timer_, uv_now(worker_.loop()), after);
 }
 
 void Session::close_after_output(std::string_view state) {
@@ -383,7 +401,7 @@ void Session::flush() {
   if (ban_record_ == 0) ban_record_ = services_.take_ban_record();
   if (ban_record_ != 0) {
     if (!gw_.ban_recorded(ban_record_)) {
-      gw_.wait_for_ban_record(this);  // on_ban_recorded() calls back here
+      worker_.wait_for_record(this);  // on_ban_recorded() calls back here
       return;
     }
     ban_record_ = 0;
@@ -451,7 +469,7 @@ void Session::client_gone(int status) {
 void Session::on_timer(Timer&) {
   Scope scope(*this);
   // Not yet, or no deadline while the session waits on the backend (whose own timer bounds it).
-  if (!deadline_.expired(*timer_, uv_now(gw_.loop()))) return;
+  if (!deadline_.expired(*timer_, uv_now(worker_.loop()))) return;
   if (awaiting_proxy_) {
     refuse_proxy("timeout",
                  "no PROXY header within " + std::to_string(kProxyHeaderTime.count()) + " s");
@@ -478,7 +496,7 @@ void Session::finish(std::string_view state) {
   if (finished_) return;
   finished_ = true;
   gw_.release(*this);
-  if (ban_record_ != 0) gw_.forget_ban_waiter(this);
+  if (ban_record_ != 0) worker_.forget_waiter(this);
   const bool has_dialogue = dialogue_.has_value();
   const bool mid_transaction = has_dialogue && dialogue_->transaction_open();
   if (has_dialogue) dialogue_->on_session_end();  // a transaction under way is recorded
@@ -511,7 +529,7 @@ void Session::finish(std::string_view state) {
     line.num("messages", 0);
   }
   line.write();
-  gw_.retire(*this);
+  worker_.retire(*this);
 }
 
 }  // namespace smtpgate

@@ -26,6 +26,7 @@
 namespace smtpgate {
 
 class Gateway;
+class Worker;
 struct ListenerRuntime;
 struct RuntimeConfig;
 
@@ -49,13 +50,16 @@ class Session final : public Connection::Handler,
   // Replies owed at once (pipelined commands whose answers are not written yet).
   static constexpr size_t kMaxPendingReplies = 128;
 
-  Session(Gateway& gw, ListenerRuntime& listener, std::shared_ptr<const RuntimeConfig> config);
+  Session(Gateway& gw, Worker& worker, ListenerRuntime& listener,
+          std::shared_ptr<const RuntimeConfig> config);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
   // Accepts the pending connection on `server` and greets (or refuses) the client.
+  // The connection libuv holds on `server`, or a socket accepted by another loop (`fd`).
   void start(uv_stream_t* server);
+  void start_adopted(int fd);
   // Graceful stop: an idle session gets 421 and is closed; a busy one finishes its reply.
   void drain();
   // Shutdown after the drain period: closes at once (an unfinished message is not delivered).
@@ -133,6 +137,7 @@ class Session final : public Connection::Handler,
   void update_reading();
   bool output_full() const;
 
+  void accepted();  // the client's socket is ours: addresses, then PROXY header or begin()
   // After accept, or once a PROXY header named the client: the dialogue starts.
   void begin();
   // Inbound PROXY protocol (listener.proxy_protocol, SPEC §8): the header comes first, from a
@@ -148,6 +153,7 @@ class Session final : public Connection::Handler,
   void finish(std::string_view state);
 
   Gateway& gw_;
+  Worker& worker_;                               // the loop this session lives on
   std::shared_ptr<const RuntimeConfig> config_;  // the load this session started with
   const Listener& listener_;
   HandlePtr<Connection> client_;

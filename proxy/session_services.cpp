@@ -32,11 +32,15 @@ uint64_t SessionServices::now_ms() {
 }
 
 uint32_t SessionServices::messages_last_hour(std::string_view login) {
-  return static_cast<uint32_t>(gw_.sending().messages_last_hour(login, gw_.now_ms()));
+  return gw_.shared().with([&](SharedState::Data& d) {
+    return static_cast<uint32_t>(d.sending.messages_last_hour(login, Gateway::now_ms()));
+  });
 }
 
 uint32_t SessionServices::recipients_last_hour(std::string_view login) {
-  return static_cast<uint32_t>(gw_.sending().recipients_last_hour(login, gw_.now_ms()));
+  return gw_.shared().with([&](SharedState::Data& d) {
+    return static_cast<uint32_t>(d.sending.recipients_last_hour(login, Gateway::now_ms()));
+  });
 }
 
 uint32_t SessionServices::record_auth_failure(const IpAddress& ip) {
@@ -53,51 +57,69 @@ bool SessionServices::repeated_failure(uint64_t key) {
 }
 
 std::string SessionServices::login_locked(std::string_view login, const IpAddress& ip) {
-  const auto& bf = gw_.policy().brute_force;
-  // never_ban addresses (the office) keep logging in whatever strangers did.
-  if (!bf.per_login || bf.never_ban.lookup(ip)) return {};
-  return gw_.logins().locked_for(*bf.per_login, login, gw_.ban_key(ip), unix_now());
+  return gw_.shared().with([&](SharedState::Data& d) -> std::string {
+    const auto& bf = d.policy->brute_force;
+    // never_ban addresses (the office) keep logging in whatever strangers did.
+    if (!bf.per_login || bf.never_ban.lookup(ip)) return {};
+    return d.logins.locked_for(*bf.per_login, login, d.ban_key(ip), unix_now());
+  });
 }
 
 void SessionServices::record_login_failure(std::string_view login) {
-  if (const auto& per = gw_.policy().brute_force.per_login)
-    wait_for_record(gw_.logins().failure(*per, login, unix_now(), id_));
+  wait_for_record(gw_.shared().with([&](SharedState::Data& d) -> uint64_t {
+    const auto& per = d.policy->brute_force.per_login;
+    return per ? d.logins.failure(*per, login, unix_now(), id_) : 0;
+  }));
 }
 
 void SessionServices::record_login_success(std::string_view login, const IpAddress& ip) {
-  if (gw_.policy().brute_force.per_login) gw_.logins().success(login, gw_.ban_key(ip), unix_now());
+  gw_.shared().with([&](SharedState::Data& d) {
+    if (d.policy->brute_force.per_login) d.logins.success(login, d.ban_key(ip), unix_now());
+  });
 }
 
 std::optional<BreakerTrip> SessionServices::breaker_login(std::string_view login,
                                                           const IpAddress& ip) {
-  const auto& b = gw_.policy().submission.breaker;
-  if (!b) return std::nullopt;
-  return gw_.logins().breaker_login(*b, login, gw_.ban_key(ip), unix_now());
+  return gw_.shared().with([&](SharedState::Data& d) -> std::optional<BreakerTrip> {
+    const auto& b = d.policy->submission.breaker;
+    if (!b) return std::nullopt;
+    return d.logins.breaker_login(*b, login, d.ban_key(ip), unix_now());
+  });
 }
 
 std::optional<BreakerTrip> SessionServices::breaker_recipient(std::string_view login,
                                                               std::string_view domain) {
-  const auto& b = gw_.policy().submission.breaker;
-  if (!b) return std::nullopt;
-  return gw_.logins().breaker_recipient(*b, login, domain, unix_now());
+  return gw_.shared().with([&](SharedState::Data& d) -> std::optional<BreakerTrip> {
+    const auto& b = d.policy->submission.breaker;
+    if (!b) return std::nullopt;
+    return d.logins.breaker_recipient(*b, login, domain, unix_now());
+  });
 }
 
 std::optional<BreakerTrip> SessionServices::breaker_refused(std::string_view login) {
-  const auto& b = gw_.policy().submission.breaker;
-  if (!b) return std::nullopt;
-  return gw_.logins().breaker_refused(*b, login, unix_now());
+  return gw_.shared().with([&](SharedState::Data& d) -> std::optional<BreakerTrip> {
+    const auto& b = d.policy->submission.breaker;
+    if (!b) return std::nullopt;
+    return d.logins.breaker_refused(*b, login, unix_now());
+  });
 }
 
-const Suspension* SessionServices::login_suspended(std::string_view login) {
-  return gw_.logins().suspended(login);
+std::optional<Suspension> SessionServices::login_suspended(std::string_view login) {
+  return gw_.shared().with([&](SharedState::Data& d) -> std::optional<Suspension> {
+    const Suspension* s = d.logins.suspended(login);
+    if (!s) return std::nullopt;
+    return *s;  // a copy: the table may change once the lock is released
+  });
 }
 
 void SessionServices::suspend(std::string_view login, const BreakerTrip& trip) {
-  wait_for_record(gw_.logins().suspend(login, trip, unix_now(), id_));
+  wait_for_record(gw_.shared().with(
+      [&](SharedState::Data& d) { return d.logins.suspend(login, trip, unix_now(), id_); }));
 }
 
 void SessionServices::would_suspend(std::string_view login, const BreakerTrip& trip) {
-  gw_.logins().would_suspend(login, trip, unix_now(), id_);
+  gw_.shared().with(
+      [&](SharedState::Data& d) { d.logins.would_suspend(login, trip, unix_now(), id_); });
 }
 
 void SessionServices::ban(const IpAddress& ip, const std::string& reason) {
@@ -164,7 +186,9 @@ void SessionServices::transaction(const smtp::TransactionRecord& t) {
     if (delivered) {
       gw_.metrics().message_delivered(t.size);
       if (f && f->authenticated)
-        gw_.sending().record_message(f->login, t.accepted_count, gw_.now_ms());
+        gw_.shared().with([&](SharedState::Data& d) {
+          d.sending.record_message(f->login, t.accepted_count, Gateway::now_ms());
+        });
     } else {
       gw_.metrics().message_rejected();
     }

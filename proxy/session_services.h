@@ -45,7 +45,7 @@ class SessionServices final : public smtp::DialogueServices {
   std::optional<BreakerTrip> breaker_recipient(std::string_view login,
                                                std::string_view domain) override;
   std::optional<BreakerTrip> breaker_refused(std::string_view login) override;
-  const Suspension* login_suspended(std::string_view login) override;
+  std::optional<Suspension> login_suspended(std::string_view login) override;
   void suspend(std::string_view login, const BreakerTrip& trip) override;
   void would_suspend(std::string_view login, const BreakerTrip& trip) override;
   void ban(const IpAddress& ip, const std::string& reason) override;

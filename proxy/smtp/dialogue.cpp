@@ -466,7 +466,7 @@ void Dialogue::set_reply_sent(Decision& d, std::string_view sent) {
 
 bool Dialogue::refused_as_suspended(Stage stage, std::string_view from, std::string_view rcpt) {
   if (!breaker_on()) return false;
-  const Suspension* s = services_.login_suspended(facts_.login);
+  const auto s = services_.login_suspended(facts_.login);
   return s && apply(engine::login_suspended(policy_, facts_, stage, *s), from, rcpt);
 }
 

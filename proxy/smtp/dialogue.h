@@ -125,7 +125,7 @@ class DialogueServices {
   virtual std::optional<BreakerTrip> breaker_recipient(std::string_view login,
                                                        std::string_view domain) = 0;
   virtual std::optional<BreakerTrip> breaker_refused(std::string_view login) = 0;
-  virtual const Suspension* login_suspended(std::string_view login) = 0;
+  virtual std::optional<Suspension> login_suspended(std::string_view login) = 0;
   virtual void suspend(std::string_view login, const BreakerTrip& trip) = 0;
   virtual void would_suspend(std::string_view login, const BreakerTrip& trip) = 0;
   // Bans `ip` (the reply that announces it waits until the ban is on disk); would_ban: dry-run.

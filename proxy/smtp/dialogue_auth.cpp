@@ -131,7 +131,7 @@ bool Dialogue::breaker_refuses_auth() {
   // The password was right: a suspended login (or the login that suspends it now, from one
   // address too many) is refused all the same, and the backend session it opened is dropped.
   Decision d;
-  if (const Suspension* s = services_.login_suspended(facts_.login)) {
+  if (const auto s = services_.login_suspended(facts_.login)) {
     d = engine::login_suspended(policy_, facts_, Stage::Auth, *s);
     report(d);
   } else if (auto trip = services_.breaker_login(facts_.login, facts_.client)) {

@@ -24,7 +24,7 @@ void Dialogue::cmd_mail(const Command& cmd, std::string_view line) {
   };
   if (apply(d, from)) return rejected(d);
   if (breaker_on())
-    if (const Suspension* s = services_.login_suspended(facts_.login)) {
+    if (const auto s = services_.login_suspended(facts_.login)) {
       const Decision sd = engine::login_suspended(policy_, facts_, Stage::Mail, *s);
       if (apply(sd, from)) return rejected(sd);
     }
@@ -153,7 +153,7 @@ void Dialogue::on_body_end(BodyFilter::Status status, uint64_t size) {
   // A suspension while the body streamed (another session tripped the breaker): the message
   // is not completed at the backend either.
   if (d.allowed() && breaker_on())
-    if (const Suspension* s = services_.login_suspended(facts_.login))
+    if (const auto s = services_.login_suspended(facts_.login))
       d = engine::login_suspended(policy_, facts_, Stage::Data, *s);
   report(d);
   if (d.blocks()) {

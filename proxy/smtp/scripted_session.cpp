@@ -88,8 +88,9 @@ class Script final : public DialogueIo, public DialogueServices {
     return std::nullopt;
   }
   std::optional<BreakerTrip> breaker_refused(std::string_view) override { return std::nullopt; }
-  const Suspension* login_suspended(std::string_view login) override {
-    return state->breaker ? state->breaker->suspended(login) : nullptr;
+  std::optional<Suspension> login_suspended(std::string_view login) override {
+    const Suspension* s = state->breaker ? state->breaker->suspended(login) : nullptr;
+    return s ? std::optional<Suspension>(*s) : std::nullopt;
   }
   void suspend(std::string_view, const BreakerTrip&) override {}
   void would_suspend(std::string_view, const BreakerTrip&) override {}

@@ -168,8 +168,9 @@ class DialogueHarness final : public smtp::DialogueIo, public smtp::DialogueServ
     const auto& b = dialogue_policy()->submission.breaker;
     return b ? breaker.refused_recipient(login, 0, *b) : std::nullopt;
   }
-  const Suspension* login_suspended(std::string_view login) override {
-    return breaker.suspended(login);
+  std::optional<Suspension> login_suspended(std::string_view login) override {
+    const Suspension* s = breaker.suspended(login);
+    return s ? std::optional<Suspension>(*s) : std::nullopt;
   }
   void suspend(std::string_view login, const BreakerTrip& trip) override {
     breaker.suspend(login, trip, 0);

@@ -252,6 +252,8 @@ class SpreadGuessingTest(LoginDefenceTestCase):
                            message="Dovecot's 10 password mismatches")
         for ip in reached:
             self.assertEqual(len(self.sasl_failures(ip)), 1, (ip, self.pf.maillog()[-3000:]))
+            support.wait_until(lambda: self.postfix_sessions(ip), 10,
+                               message="Postfix's summary of %s's session" % ip)
             self.assertEqual([s.get("auth") for s in self.postfix_sessions(ip)], ["0/1"], ip)
         # The gateway's refusals: its own decision, and the reply the client got.
         locked = [d for d in gw.decisions(rule="brute_force.login")]
@@ -364,6 +366,9 @@ class RepeatedFailureTest(LoginDefenceTestCase):
         support.wait_until(lambda: len(self.mismatches(phone)) == 20, 10,
                            message="Dovecot checking all 20 attempts")
         self.assertEqual(len(self.sasl_failures(phone)), 20)
+        # Postfix writes a session's summary when the gateway's backend connection closes.
+        support.wait_until(lambda: len(self.postfix_sessions(phone)) >= 2, 10,
+                           message="Postfix's summaries of both sessions")
         self.assertEqual([s.get("auth") for s in self.postfix_sessions(phone)],
                          ["0/10", "0/10"], self.postfix_sessions(phone))
         # ... and is logged as a failure, but counts once: no ban, no brute_force decision.

@@ -199,8 +199,9 @@ class FakeServices final : public DialogueServices {
                ? breaker.refused_recipient(login, now, *policy->submission.breaker)
                : std::nullopt;
   }
-  const Suspension* login_suspended(std::string_view login) override {
-    return breaker.suspended(login);
+  std::optional<Suspension> login_suspended(std::string_view login) override {
+    const Suspension* s = breaker.suspended(login);
+    return s ? std::optional<Suspension>(*s) : std::nullopt;
   }
   void suspend(std::string_view login, const BreakerTrip& trip) override {
     breaker.suspend(login, trip, now);
