@@ -88,7 +88,9 @@ void Session::begin() {
   dialogue_.emplace(setup, *this, services_);
   services_.attach(*dialogue_);
 
-  LogLine(gw_.log(), "session_open", services_.log_prefix()).write();
+  LogLine(gw_.log(), "session_open", services_.log_prefix())
+      .num("worker", worker_.index())
+      .write();
   gw_.metrics().connection_opened(listener_.name);
   counted_ = true;
   // Connection caps protect the gateway itself: always enforced, checked before policy.

@@ -27,8 +27,9 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
   ctest --test-dir "$ROOT/build-asan" -j"$JOBS" --output-on-failure --timeout 300
 step_done
 
-# ThreadSanitizer (it cannot share a build with ASan): the log writer's and the ban journal's
-# threads against the event loop. Only the gateway and the unit tests are built; the unit
+# ThreadSanitizer (it cannot share a build with ASan): the worker loops, the log writer's and
+# the state journal's threads against each other (every integration test runs 2 workers on a
+# 2-core machine: `workers` defaults to one per CPU). Only the gateway and the unit tests are built; the unit
 # tests of those two threads run 10 times (each run takes well under a second, and races
 # depend on timing), then the integration tests that drive them hardest, against the real
 # binary (the harness fails a test whose gateway printed a sanitizer report).
@@ -37,7 +38,7 @@ cmake -S "$ROOT" -B "$ROOT/build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSMTPG
   -DSMTPGATE_SANITIZER=thread >/dev/null
 cmake --build "$ROOT/build-tsan" -j"$JOBS" --target smtpgate unit_tests
 step_done
-echo "== tests (ThreadSanitizer build: [state_journal] and [log_writer] unit tests, test_defences, test_hostile_client, test_stalls)"
+echo "== tests (ThreadSanitizer build: [state_journal] and [log_writer] unit tests, test_defences, test_hostile_client, test_stalls, test_workers)"
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 for i in $(seq 10); do
   if ! timeout 300 "$ROOT/build-tsan/tests/unit_tests" "[state_journal],[log_writer]" \
@@ -48,7 +49,7 @@ for i in $(seq 10); do
   fi
 done
 ctest --test-dir "$ROOT/build-tsan" -j"$JOBS" --output-on-failure --timeout 300 --no-tests=error \
-  -R '^integration: test_(defences|hostile_client|stalls)$'
+  -R '^integration: test_(defences|hostile_client|stalls|workers)$'
 unset TSAN_OPTIONS
 step_done
 
