@@ -23,6 +23,7 @@ class PasswordKeyer {
 
  private:
   std::array<unsigned char, 32> key_{};
+  uint64_t id_;  // which keyer a thread's cached MAC context was keyed by
 };
 
 }  // namespace smtpgate
