@@ -149,6 +149,7 @@ void Loader::parse_root(const json& root) {
   }
   if (const json* v = object_member(root, p, "log")) parse_log(*v, "/log");
   if (const json* v = object_member(root, p, "admin")) parse_admin(*v, "/admin");
+  if (const json* v = object_member(root, p, "shared")) parse_shared(*v, "/shared");
 
   check_require_tls(root);
   check_tls_files();

@@ -296,6 +296,7 @@ class Loader {
   void parse_backend(const json& v, const std::string& p);
   void parse_log(const json& v, const std::string& p);
   void parse_admin(const json& v, const std::string& p);
+  void parse_shared(const json& v, const std::string& p);
   // A file the gateway writes (`what`: "state file", "log file"): its directory exists
   // and is writable, and the file, if present, is a regular file it can write.
   void check_written_file(const std::string& path, const std::string& p, std::string_view what);

@@ -1,5 +1,5 @@
 // The loader's remaining sections: mx, submission (and its senders), brute_force,
-// connections, timeouts, message, backend, log, admin; and the check of files the gateway
+// connections, timeouts, message, backend, log, admin, shared; and the check of files the gateway
 // writes (state file, log file).
 #include <sys/stat.h>
 #include <unistd.h>
@@ -320,6 +320,80 @@ void Loader::parse_admin(const json& v, const std::string& p) {
       }
     }
   }
+}
+
+void Loader::parse_shared(const json& v, const std::string& p) {
+  SharedSettings shared;
+  if (v.contains("password")) {
+    // The obvious key, refused with the way to do it instead of a bare "unknown key".
+    key_error(child(p, "password"),
+              "unknown key \"password\": the password is never written in the policy; put it "
+              "on the first line of a file only smtpgate can read and name that file in "
+              "\"password_file\"");
+    json rest = v;
+    rest.erase("password");
+    check_keys(rest, p, "shared");
+  } else {
+    check_keys(v, p, "shared");
+  }
+  if (require(v, p, "redis")) {
+    const std::string q = child(p, "redis");
+    if (auto s = as_string(v["redis"], q)) {
+      shared.redis = *s;
+      if (s->starts_with("unix:")) {
+        std::string path = s->substr(5);
+        if (path.empty() || path.front() != '/') {
+          error(q, quote(*s) + ": the socket path must be absolute, as in " +
+                       quote("unix:/run/redis/redis.sock"));
+        } else if (path.size() > 107) {
+          // sockaddr_un.sun_path holds 108 bytes with the terminating NUL.
+          error(q, quote(*s) + ": a unix socket path has at most 107 bytes");
+        } else {
+          shared.unix_path = std::move(path);
+        }
+      } else if (s->starts_with("/")) {
+        error(q,
+              quote(*s) + " is not \"IP:port\"; a unix socket is written " + quote("unix:" + *s));
+      } else {
+        // No DNS at load, as for every other address: an IP literal and a port.
+        auto e = parse_endpoint(*s, /*allow_port_zero=*/false);
+        if (!e) {
+          std::string why = e.error();
+          if (why.find("(expected") == std::string::npos)
+            why += " (expected \"IP:port\" or \"unix:/path\")";
+          error(q, why);
+        } else {
+          shared.host = e->host;
+          shared.port = e->port;
+        }
+      }
+    }
+  }
+  // The password stays out of the policy: only the file's name is here.
+  read(v, p, "password_file", shared.password_file,
+       [&](auto& x, auto& q) { return as_readable_file(x, q); });
+  read(v, p, "prefix", shared.prefix, [&](auto& x, auto& q) -> std::optional<std::string> {
+    auto s = as_string(x, q);
+    if (!s) return std::nullopt;
+    // Printable ASCII without spaces: the prefix is shown in logs and typed into redis-cli.
+    bool printable = std::all_of(s->begin(), s->end(), [](char c) { return c > ' ' && c < 127; });
+    if (s->size() > 64 || !printable) {
+      error(q, quote(*s) + " is not a valid prefix (1-64 printable ASCII characters, no spaces)");
+      return std::nullopt;
+    }
+    return s;
+  });
+  read(v, p, "instance", shared.instance, [&](auto& x, auto& q) -> std::optional<std::string> {
+    auto s = as_string(x, q);
+    if (!s) return std::nullopt;
+    if (!is_simple_name(*s)) {
+      error(q, quote(*s) +
+                   " is not a valid instance name (letters, digits, '.', '_' and '-', at most 64)");
+      return std::nullopt;
+    }
+    return s;
+  });
+  policy_->shared = std::move(shared);
 }
 
 }  // namespace smtpgate::loader_detail

@@ -27,7 +27,7 @@ const std::vector<Section>& schema() {
       {"",
        {"version", "hostname", "mode", "workers", "local_domains", "lists", "listeners", "tls",
         "mx", "submission", "brute_force", "connections", "timeouts", "message", "backend",
-        "trusted_proxies", "log", "admin"}},
+        "trusted_proxies", "log", "admin", "shared"}},
       {"listeners[]", {"name", "listen", "class", "tls", "proxy_protocol"}},
       {"lists.<name>", {"file"}},
       {"tls", {"cert", "key", "min_version", "ciphers"}},
@@ -50,6 +50,7 @@ const std::vector<Section>& schema() {
       {"backend", {"address", "tls", "client_ip", "ca", "verify", "server_name"}},
       {"log", {"format", "path"}},
       {"admin", {"listen", "allow_remote"}},
+      {"shared", {"redis", "password_file", "prefix", "instance"}},
   };
   return sections;
 }

@@ -161,6 +161,19 @@ struct AdminSettings {
   bool allow_remote = false;  // a non-loopback listen address is an error unless set
 };
 
+// State shared between gateway instances through Redis (SPEC §8).
+struct SharedSettings {
+  std::string redis;      // as written: "IP:port", "[IPv6]:port" or "unix:/path"
+  std::string host;       // IP literal, no brackets; empty for a unix socket
+  uint16_t port = 0;      // TCP port; 0 for a unix socket
+  std::string unix_path;  // the socket path after "unix:"; empty for TCP
+  // Its first line is the AUTH password: the password itself is never in the policy (which
+  // is shown by `explain` and kept in version control). Empty = no AUTH.
+  std::string password_file;
+  std::string prefix = "smtpgate:";  // every key and channel name starts with it
+  std::string instance;  // this instance in events and logs; empty = the host name at run time
+};
+
 struct Policy {
   int version = 1;
   std::string hostname;
@@ -181,7 +194,8 @@ struct Policy {
   AddressSet trusted_proxies;
   LogSettings log;
   AdminSettings admin;
-  std::string source_path;  // the file it was loaded from
+  std::optional<SharedSettings> shared;  // absent: no state shared between instances
+  std::string source_path;               // the file it was loaded from
 
   const Listener* find_listener(std::string_view name) const;
   Mode mx_mode() const { return mx.mode.value_or(mode); }

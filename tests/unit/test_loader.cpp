@@ -1230,8 +1230,9 @@ TEST_CASE("loader: proxy_protocol listeners need trusted_proxies", "[loader]") {
     CHECK(r.policy->trusted_proxies.lookup(*IpAddress::parse("10.0.1.9")));
   }
   SECTION("a boolean") {
-    auto e = only_error(with(R"("trusted_proxies": ["10.0.0.5"])").replace(
-        kMinimal.find("\"class\": \"mx\""), 13, R"("class": "mx", "proxy_protocol": "yes")"));
+    auto e = only_error(with(R"("trusted_proxies": ["10.0.0.5"])")
+                            .replace(kMinimal.find("\"class\": \"mx\""), 13,
+                                     R"("class": "mx", "proxy_protocol": "yes")"));
     CHECK(e.message == "must be true or false, not a string");
   }
 }
@@ -1240,8 +1241,115 @@ TEST_CASE("loader: workers", "[loader]") {
   CHECK(load(kMinimal, no_files()).policy->workers == 0);  // auto
   CHECK(load(with(R"("workers": "auto")"), no_files()).policy->workers == 0);
   CHECK(load(with(R"("workers": 2)"), no_files()).policy->workers == 2);
-  CHECK(only_error(with(R"("workers": 0)")).message ==
-        "must be an integer from 1 to 64, not 0");
+  CHECK(only_error(with(R"("workers": 0)")).message == "must be an integer from 1 to 64, not 0");
   CHECK(only_error(with(R"("workers": "many")")).message ==
         "must be \"auto\" or a number of event loops from 1 to 64, not \"many\"");
+}
+
+TEST_CASE("loader: shared (Redis)", "[loader]") {
+  SECTION("absent: nothing shared") {
+    CHECK_FALSE(load(kMinimal, no_files()).policy->shared);
+  }
+  SECTION("TCP with defaults: prefix smtpgate:, instance left to the host name") {
+    auto r = load(with(R"("shared": { "redis": "127.0.0.1:6379" })"), no_files());
+    INFO(all_errors(r));
+    REQUIRE(r.ok());
+    REQUIRE(r.policy->shared);
+    const SharedSettings& s = *r.policy->shared;
+    CHECK(s.redis == "127.0.0.1:6379");
+    CHECK(s.host == "127.0.0.1");
+    CHECK(s.port == 6379);
+    CHECK(s.unix_path.empty());
+    CHECK(s.password_file.empty());
+    CHECK(s.prefix == "smtpgate:");
+    CHECK(s.instance.empty());  // gethostname() at run time, not at load
+  }
+  SECTION("IPv6, a unix socket, every key") {
+    auto v6 = load(with(R"("shared": { "redis": "[::1]:6380" })"), no_files());
+    REQUIRE(v6.ok());
+    CHECK(v6.policy->shared->host == "::1");
+    CHECK(v6.policy->shared->port == 6380);
+    auto r = load(with(R"("shared": { "redis": "unix:/run/redis/redis.sock",
+                                      "password_file": "/etc/smtpgate/redis.pass",
+                                      "prefix": "mx:", "instance": "gw1" })"),
+                  no_files());
+    INFO(all_errors(r));
+    REQUIRE(r.ok());
+    const SharedSettings& s = *r.policy->shared;
+    CHECK(s.unix_path == "/run/redis/redis.sock");
+    CHECK(s.host.empty());
+    CHECK(s.port == 0);
+    CHECK(s.password_file == "/etc/smtpgate/redis.pass");
+    CHECK(s.prefix == "mx:");
+    CHECK(s.instance == "gw1");
+  }
+  SECTION("redis is required, at the section") {
+    auto e = only_error(with(R"("shared": { "prefix": "x:" })"));
+    CHECK(e.pointer == "/shared");
+    CHECK(e.message == "missing required key \"redis\"");
+    CHECK(e.line == 6);
+  }
+  SECTION("bad addresses: position and reason") {
+    auto e = only_error(with(R"("shared": { "redis": "redis.example.com:6379" })"));
+    CHECK(e.to_string() ==
+          "policy.json:6:22: /shared/redis: \"redis.example.com:6379\": the host must be an IP "
+          "address, not a name (names would need DNS) (expected \"IP:port\" or \"unix:/path\")");
+    CHECK(
+        contains(only_error(with(R"("shared": { "redis": "127.0.0.1" })")).message, "has no port"));
+    CHECK(contains(only_error(with(R"("shared": { "redis": "127.0.0.1:0" })")).message,
+                   "port must be 1-65535"));
+    CHECK(only_error(with(R"("shared": { "redis": "unix:run/redis.sock" })")).message ==
+          "\"unix:run/redis.sock\": the socket path must be absolute, as in "
+          "\"unix:/run/redis/redis.sock\"");
+    CHECK(only_error(with(R"("shared": { "redis": "/run/redis.sock" })")).message ==
+          "\"/run/redis.sock\" is not \"IP:port\"; a unix socket is written "
+          "\"unix:/run/redis.sock\"");
+    CHECK(contains(
+        only_error(with(R"("shared": { "redis": "unix:/)" + std::string(120, 'a') + "\" }"))
+            .message,
+        "at most 107 bytes"));
+    CHECK(only_error(with(R"("shared": { "redis": 6379 })")).message ==
+          "must be a string, not an integer");
+  }
+  SECTION("prefix and instance") {
+    CHECK(only_error(with(R"("shared": { "redis": "127.0.0.1:6379", "prefix": "" })")).message ==
+          "must not be empty");
+    CHECK(only_error(with(R"("shared": { "redis": "127.0.0.1:6379", "prefix": "a b" })")).message ==
+          "\"a b\" is not a valid prefix (1-64 printable ASCII characters, no spaces)");
+    auto e = only_error(with(R"("shared": { "redis": "127.0.0.1:6379", "instance": "gw 1" })"));
+    CHECK(e.pointer == "/shared/instance");
+    CHECK(contains(e.message, "is not a valid instance name"));
+  }
+  SECTION("unknown keys; the password itself is no key") {
+    auto e = only_error(with(R"("shared": { "redis": "127.0.0.1:6379", "password": "x" })"));
+    CHECK(e.pointer == "/shared/password");
+    CHECK(contains(e.message,
+                   "unknown key \"password\": the password is never written in the "
+                   "policy"));
+    CHECK(contains(e.message, "\"password_file\""));
+    e = only_error(with(R"("redis": "127.0.0.1:6379")"));
+    CHECK(e.message == "unknown key \"redis\" (it belongs in \"shared\")");
+    CHECK(e.pointer == "/redis");
+  }
+  SECTION("password_file must be readable, checked with check_files") {
+    TempDir dir;
+    std::string pass = dir.write("redis.pass", "s3cret\n");
+    LoadOptions files;
+    files.read_list_files = false;
+    auto ok =
+        load(with(R"("shared": { "redis": "127.0.0.1:6379", "password_file": ")" + pass + "\" }"),
+             files);
+    INFO(all_errors(ok));
+    REQUIRE(ok.ok());
+    CHECK(ok.policy->shared->password_file == pass);
+    auto e = only_error(with(R"("shared": { "redis": "127.0.0.1:6379", "password_file": ")" +
+                             dir.path() + "/missing\" }"),
+                        files);
+    CHECK(e.pointer == "/shared/password_file");
+    CHECK(e.message == "cannot read \"" + dir.path() + "/missing\": No such file or directory");
+    // Without check_files (tests, `explain` of a copied policy) it is not opened.
+    CHECK(load(with(R"("shared": { "redis": "127.0.0.1:6379", "password_file": "/nonexistent" })"),
+               no_files())
+              .ok());
+  }
 }
