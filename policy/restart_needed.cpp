@@ -44,6 +44,15 @@ std::vector<std::string> changes_needing_restart(const Policy& running, const Po
                   (loaded.admin.host.empty() ? std::string("off")
                                              : listen_text(loaded.admin.host, loaded.admin.port)) +
                   " (needs a restart)");
+  const auto shared_text = [](const Policy& p) {
+    return p.shared ? p.shared->redis + " " + p.shared->prefix : std::string("off");
+  };
+  if (shared_text(running) != shared_text(loaded))
+    out.push_back("shared " + quoted(shared_text(running)) + " -> " + quoted(shared_text(loaded)) +
+                  " (needs a restart)");
+  if (running.workers != loaded.workers)
+    out.push_back("workers " + std::to_string(running.workers) + " -> " +
+                  std::to_string(loaded.workers) + " (needs a restart)");
   if (running.brute_force.state_file != loaded.brute_force.state_file)
     out.push_back("brute_force.state_file " + quoted(running.brute_force.state_file) + " -> " +
                   quoted(loaded.brute_force.state_file) + " (needs a restart)");

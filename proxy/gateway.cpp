@@ -19,6 +19,7 @@
 #include "proxy/backend_probe.h"
 #include "proxy/service_notify.h"
 #include "proxy/session.h"
+#include "proxy/shared_sync.h"
 #include "proxy/tls_files.h"
 #include "proxy/unix_time.h"
 
@@ -146,6 +147,17 @@ int Gateway::run() {
     return 1;
   }
   load_bans();
+  if (policy_->shared) {
+    sync_ = std::make_unique<SharedSync>(&loop_, shared_, log_, metrics_, *policy_->shared);
+    if (auto err = sync_->start(); !err.empty()) {
+      std::cerr << "shared: " << err << "\n";
+      return 1;
+    }
+    shared_.with([&](SharedState::Data& d) {
+      d.sync = sync_.get();
+      d.logins.set_sync(sync_.get());
+    });
+  }
   if (!policy_->admin.host.empty()) {
     admin_ = std::make_unique<AdminServer>(&loop_, *this);
     if (auto err = admin_->listen(policy_->admin.host, policy_->admin.port); !err.empty()) {
@@ -360,6 +372,7 @@ void Gateway::close_all() {
   if (admin_) admin_->close();
   if (probe_) probe_->stop();
   if (journal_) journal_->close();  // what is queued reaches the disk first (bounded)
+  if (sync_) sync_->close();
   close(&housekeeping_);
   close(&reaper_);
   close(&sighup_);
@@ -419,7 +432,11 @@ bool Gateway::repeated_failure(uint64_t key) {
 
 uint32_t Gateway::record_auth_failure(const IpAddress& ip) {
   return shared_.with([&](SharedState::Data& d) {
-    return d.bans.record_failure(d.ban_key(ip), unix_now(), d.policy->brute_force);
+    const IpAddress key = d.ban_key(ip);
+    const UnixMillis now = unix_now();
+    const auto& bf = d.policy->brute_force;
+    if (d.sync) d.sync->failure("ip", key.to_string(), now, bf.window.count() * 1000);
+    return d.bans.record_failure(key, now, bf);
   });
 }
 
@@ -431,6 +448,7 @@ uint64_t Gateway::ban(const IpAddress& ip, const std::string& reason, const std:
     if (d.bans.banned(key, now)) return 0;
     BanEntry e = d.bans.ban(key, now, d.policy->brute_force, reason, d.ban_prefix(ip));
     metrics_.ban_issued();
+    if (d.sync) d.sync->ban(e);
     log_.write("ban", {{"session", session},
                        {"ip", e.target()},
                        {"action", "ban"},

@@ -32,6 +32,7 @@
 namespace smtpgate {
 
 class BackendProbe;
+class SharedSync;
 
 class Gateway;
 class Session;
@@ -148,6 +149,7 @@ class Gateway final : public AdminServer::Handler {
   uv_timer_t housekeeping_{};            // expires bans
   PasswordKeyer keyer_;
   std::unique_ptr<StateJournal> journal_;  // with brute_force.state_file
+  std::unique_ptr<SharedSync> sync_;       // with shared.redis
   uint64_t journal_errors_seen_ = 0;
   bool journal_failing_ = false;
   uint32_t accepted_this_turn_ = 0;  // see kAcceptsPerTurn

@@ -6,6 +6,7 @@
 #include "policy/duration.h"
 #include "proxy/backend_probe.h"
 #include "proxy/gateway.h"
+#include "proxy/shared_sync.h"
 #include "proxy/unix_time.h"
 
 namespace smtpgate {
@@ -124,6 +125,7 @@ AdminResponse Gateway::handle(std::string_view method, std::string_view path,
       const IpAddress key = ip ? d.ban_key(*ip) : *network;
       if (!d.bans.unban(key)) return false;
       if (journal_) journal_->record_unban(key);
+      if (d.sync) d.sync->unban(key);
       return true;
     });
     if (!lifted) return {404, json, "{\"error\": \"not banned\"}\n"};
@@ -165,6 +167,7 @@ AdminResponse Gateway::add_ban(std::string_view ip_text, std::string_view query)
         d.bans.ban_for(d.ban_key(*ip), now, static_cast<UnixMillis>(duration.count()) * 1000,
                        reason, d.ban_prefix(*ip));
     if (journal_) journal_->record_ban(b);  // in order with the other records of this address
+    if (d.sync) d.sync->ban(b);
     return b;
   });
   metrics_.ban_issued();

@@ -2,6 +2,7 @@
 
 #include "policy/domain_set.h"
 #include "proxy/log.h"
+#include "proxy/shared_sync.h"
 #include "proxy/state_journal.h"
 
 namespace smtpgate {
@@ -16,7 +17,9 @@ uint64_t LoginDefence::failure(const PerLoginPolicy& p, std::string_view login, 
                                std::string_view session) {
   if (login.empty()) return 0;
   const auto f = guard_.record_failure(login, now, p);
+  if (sync_) sync_->failure("login", ascii_lower(login), now, p.window.count() * 1000);
   if (!f.locked_now) return 0;
+  if (sync_) sync_->login_lock(login, f.until, f.failures);
   log_.write("login_lock", {{"session", session},
                             {"login", std::string(login)},
                             {"action", "lock"},
@@ -59,6 +62,7 @@ uint64_t LoginDefence::suspend(std::string_view login, const BreakerTrip& trip, 
                          {"trigger", trip.trigger},
                          {"value", trip.value},
                          {"threshold", trip.threshold}});
+  if (sync_) sync_->suspend(*breaker_.suspended(login));
   return journal_ ? journal_->record_suspension(*breaker_.suspended(login)) : 0;
 }
 
@@ -117,6 +121,7 @@ bool LoginDefence::release(std::string_view typed, UnixMillis now) {
     log_.write("suspend",
                {{"login", std::string(login)}, {"action", "release"}, {"reason", "admin"}});
   if (journal_) journal_->record_login_release(login);
+  if (sync_) sync_->login_release(login);
   return true;
 }
 

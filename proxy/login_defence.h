@@ -20,6 +20,7 @@ namespace smtpgate {
 
 class Logger;
 class StateJournal;
+class SharedSync;
 
 class LoginDefence {
  public:
@@ -29,6 +30,7 @@ class LoginDefence {
   LoginGuard& guard() { return guard_; }
   LoginBreaker& breaker() { return breaker_; }
   void set_journal(StateJournal* journal) { journal_ = journal; }
+  void set_sync(SharedSync* sync) { sync_ = sync; }  // with shared.redis
 
   // brute_force.per_login: the lock's end (ISO 8601) when `login` is locked for `key`, else "".
   std::string locked_for(const PerLoginPolicy& p, std::string_view login, const IpAddress& key,
@@ -65,6 +67,7 @@ class LoginDefence {
   LoginGuard guard_;
   LoginBreaker breaker_;
   StateJournal* journal_ = nullptr;  // with brute_force.state_file
+  SharedSync* sync_ = nullptr;       // with shared.redis
 };
 
 }  // namespace smtpgate

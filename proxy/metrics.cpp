@@ -181,6 +181,10 @@ std::string MetricsRegistry::render_prometheus() const {
 
   w.family("smtpgate_workers", "gauge", "Event loops serving sessions.");
   w.sample("smtpgate_workers", workers_);
+  if (shared_up_) {
+    w.family("smtpgate_shared_up", "gauge", "1 while the shared state (Redis) is reachable.");
+    w.sample("smtpgate_shared_up", *shared_up_ ? 1 : 0);
+  }
 
   w.family("smtpgate_connections_refused_total", "counter",
            "Connections refused before the session started, by reason.");

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -116,6 +117,11 @@ class MetricsRegistry {
     std::lock_guard lock(mu_);
     state_write_errors_ = n;
   }
+  // With shared.redis: whether the link is up (smtpgate_shared_up, absent without Redis).
+  void set_shared_up(bool up) {
+    std::lock_guard lock(mu_);
+    shared_up_ = up;
+  }
   void set_workers(uint64_t n) {
     std::lock_guard lock(mu_);
     workers_ = n;
@@ -156,6 +162,7 @@ class MetricsRegistry {
   uint64_t log_dropped_ = 0;
   uint64_t state_write_errors_ = 0;
   uint64_t workers_ = 1;
+  std::optional<bool> shared_up_;
 };
 
 // Escapes a label value for the text format: backslash, double quote and newline.

@@ -2,6 +2,7 @@
 
 #include "policy/rule_ids.h"
 #include "proxy/gateway.h"
+#include "proxy/shared_sync.h"
 #include "proxy/unix_time.h"
 
 namespace smtpgate {
@@ -188,6 +189,7 @@ void SessionServices::transaction(const smtp::TransactionRecord& t) {
       if (f && f->authenticated)
         gw_.shared().with([&](SharedState::Data& d) {
           d.sending.record_message(f->login, t.accepted_count, Gateway::now_ms());
+          if (d.sync) d.sync->sent(f->login, t.accepted_count, unix_now());
         });
     } else {
       gw_.metrics().message_rejected();

@@ -24,6 +24,7 @@ namespace smtpgate {
 
 class Logger;
 class StateJournal;
+class SharedSync;
 
 class SharedState {
  public:
@@ -38,6 +39,7 @@ class SharedState {
     std::map<IpAddress, uint32_t> per_ip;   // admitted sessions by client address
     uint32_t admitted = 0;                  // admitted sessions in all
     StateJournal* journal = nullptr;        // with brute_force.state_file
+    SharedSync* sync = nullptr;             // with shared.redis: tells the other instances
 
     // What a ban of `ip` covers (brute_force.ipv6_prefix): an IPv6 client's network, an IPv4
     // address itself; and that prefix length (0 for the address alone).
