@@ -29,9 +29,11 @@ uint64_t LoginDefence::failure(const PerLoginPolicy& p, std::string_view login, 
 }
 
 void LoginDefence::success(std::string_view login, const IpAddress& key, UnixMillis now) {
-  // A new known-good address is written at once: a restart must not lock the owner out.
-  if (guard_.record_success(login, key, now) && journal_)
-    journal_->record_known_good(login, key, now);
+  // A new known-good address is written at once: a restart must not lock the owner out, and
+  // neither may another instance (behind a balancer the owner lands on any of them).
+  if (!guard_.record_success(login, key, now)) return;
+  if (journal_) journal_->record_known_good(login, key, now);
+  if (sync_) sync_->known_good(login, key, now);
 }
 
 std::optional<BreakerTrip> LoginDefence::breaker_login(const BreakerPolicy& p,

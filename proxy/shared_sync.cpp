@@ -146,6 +146,11 @@ void SharedSync::login_release(std::string_view login) {
   push({{"type", "login_release"}, {"login", ascii_lower(login)}});
 }
 
+void SharedSync::known_good(std::string_view login, const IpAddress& key, UnixMillis at) {
+  push(
+      {{"type", "known_good"}, {"login", ascii_lower(login)}, {"ip", key.to_string()}, {"at", at}});
+}
+
 void SharedSync::sent(std::string_view login, uint32_t recipients, UnixMillis at) {
   push({{"type", "sent"}, {"login", ascii_lower(login)}, {"count", recipients}, {"at", at}});
 }
@@ -241,6 +246,12 @@ void SharedSync::apply(const nlohmann::json& event) {
         const std::string login = event.value("login", "");
         const bool had = d.logins.guard().release(login) | d.logins.breaker().release(login);
         if (had && d.journal) d.journal->record_login_release(login);
+      } else if (type == "known_good") {
+        auto ip = IpAddress::parse(event.value("ip", ""));
+        const std::string login = event.value("login", "");
+        if (!ip || login.empty()) return;
+        d.logins.guard().restore_known_good(login, *ip, event.value("at", now));
+        if (d.journal) d.journal->record_known_good(login, *ip, event.value("at", now));
       } else if (type == "sent") {
         if (seen(event.value("id", ""))) return;
         // Steady time for the sending counters: "at" is wall time, so as long ago as it was.

@@ -9,7 +9,8 @@
 // applied on the main loop under SharedState's lock.
 //
 // Shared: bans (issued and lifted), AUTH failures per address and per login, login locks and
-// suspensions (and their release), messages sent per login. Connection caps stay per instance.
+// suspensions (and their release), known-good addresses of logins, messages sent per login.
+// Connection caps stay per instance.
 #pragma once
 
 #include <uv.h>
@@ -52,6 +53,9 @@ class SharedSync {
   void login_lock(std::string_view login, UnixMillis until, uint32_t failures);
   void suspend(const Suspension& s);
   void login_release(std::string_view login);
+  // An address `login` succeeded from (events only: an instance that was away learns the
+  // addresses it missed from the logins' next successes).
+  void known_good(std::string_view login, const IpAddress& key, UnixMillis at);
   void sent(std::string_view login, uint32_t recipients, UnixMillis at);
 
  private:

@@ -80,7 +80,8 @@ class SharedStateTest(IntegrationTestCase):
     def setUp(self):
         self.redis = RedisServer().start()
         self.addCleanup(self.redis.stop)
-        self.backend = self.start_backend(xclient=True)
+        self.backend = self.start_backend(xclient=True,
+                                          users={"owner@example.com": "right-password"})
         self.prefix = "t%d:" % os.getpid()
         self.state_dir = tempfile.mkdtemp(prefix="smtpgate-shared-")
         self.addCleanup(shutil.rmtree, self.state_dir, True)
@@ -196,6 +197,34 @@ class SharedStateTest(IntegrationTestCase):
         self.assertEqual(self.greeting(a, "203.0.113.40"), 220)
         self.assertIn("smtpgate_shared_up 0", self.admin(a, "GET", "/metrics"))
 
+
+    def test_login_lock_and_the_owners_address_are_shared(self):
+        per_login = {"max_failures": 3, "lock": "1h"}
+        a = self.instance("gw1", max_failures=100, per_login=per_login)
+        b = self.instance("gw2", max_failures=100, per_login=per_login)
+        self.wait_up(a)
+        self.wait_up(b)
+
+        def auth(gw, ip, password):
+            c = self.client(gw, ip)
+            self.assertEqual(c.greeting().code, 220)
+            c.ehlo()
+            blob = base64.b64encode(b"\0owner@example.com\0" + password.encode()).decode()
+            code = c.command("AUTH PLAIN " + blob).code
+            c.close()
+            return code
+
+        self.assertEqual(auth(a, "203.0.113.50", "right-password"), 235)  # the owner, on A
+        time.sleep(0.3)
+        # Strangers guess through B (one address each) until the login locks ...
+        for i in range(3):
+            self.assertEqual(auth(b, "203.0.113.%d" % (60 + i), "guess-%d" % i), 535)
+        b.wait_for_log(event="login_lock", login="owner@example.com")
+        # ... and A knows the lock: a new stranger is refused there without the backend.
+        support.wait_until(lambda: auth(a, "203.0.113.70", "right-password") == 535, 2,
+                           message="the lock reaching A")
+        # The owner's address, known on A, is known on B too: the owner still gets in there.
+        self.assertEqual(auth(b, "203.0.113.50", "right-password"), 235)
 
     @unittest.skipUnless(shutil.which("haproxy"), "needs haproxy")
     def test_behind_haproxy(self):
