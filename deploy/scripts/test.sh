@@ -38,7 +38,7 @@ cmake -S "$ROOT" -B "$ROOT/build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSMTPG
   -DSMTPGATE_SANITIZER=thread >/dev/null
 cmake --build "$ROOT/build-tsan" -j"$JOBS" --target smtpgate unit_tests
 step_done
-echo "== tests (ThreadSanitizer build: [state_journal] and [log_writer] unit tests, test_defences, test_hostile_client, test_stalls, test_workers)"
+echo "== tests (ThreadSanitizer build: [state_journal] and [log_writer] unit tests, test_defences, test_hostile_client, test_stalls, test_workers, test_shared)"
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 for i in $(seq 10); do
   if ! timeout 300 "$ROOT/build-tsan/tests/unit_tests" "[state_journal],[log_writer]" \
@@ -49,7 +49,7 @@ for i in $(seq 10); do
   fi
 done
 ctest --test-dir "$ROOT/build-tsan" -j"$JOBS" --output-on-failure --timeout 300 --no-tests=error \
-  -R '^integration: test_(defences|hostile_client|stalls|workers)$'
+  -R '^integration: test_(defences|hostile_client|stalls|workers|shared)$'
 unset TSAN_OPTIONS
 step_done
 
