@@ -117,5 +117,37 @@ class PostfixBackendGatewayTest(IntegrationTestCase):
         self.assertEqual(code, 550, text)      # Postfix's own reply, relayed
 
 
+    def test_proxy_protocol_client_reaches_postfix(self):
+        # A balancer (127.0.0.1) in front: the client named by its PROXY v2 header is the one
+        # Postfix learns through XCLIENT and writes in its Received: header.
+        import ipaddress
+        import struct
+        policy = support.gateway_policy(
+            self.pf.address, listeners=[("mx", "mx")], hostname=HOSTNAME,
+            local_domains=["example.com", "example.net"], client_ip="xclient",
+            trusted_proxies=["127.0.0.1"])
+        policy["listeners"][0]["proxy_protocol"] = True
+        gw = self.start_gateway(policy)
+        block = (ipaddress.ip_address("198.51.100.23").packed +
+                 ipaddress.ip_address("127.0.0.1").packed + struct.pack("!HH", 41000, 25))
+        header = (b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) +
+                  struct.pack("!H", len(block)) + block)
+        c = support.RawClient(gw.host("mx"), gw.port("mx"), "127.0.0.1")
+        self.addCleanup(c.close)
+        c.send(header)
+        self.assertEqual(c.greeting().code, 220)
+        self.assertEqual(c.ehlo().code, 250)
+        self.assertEqual(c.command("MAIL FROM:<a@other.example>").code, 250)
+        self.assertEqual(c.command("RCPT TO:<user@example.com>").code, 250)
+        self.assertEqual(c.command("DATA").code, 354)
+        self.assertEqual(c.command(b"Message-ID: <pf-proxy-1@other.example>\r\n\r\n"
+                                   b"via a balancer\r\n.").code, 250)
+        c.command("QUIT")
+        m = self.wait_for(b"<pf-proxy-1@other.example>")
+        received = find_postfix_received(m)
+        self.assertIn("[198.51.100.23]", received)
+        self.assertNotIn("[127.0.0.1]", received)
+
+
 if __name__ == "__main__":
     unittest.main()
