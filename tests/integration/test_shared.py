@@ -19,7 +19,7 @@ import unittest
 import urllib.request
 
 import support
-from support import IntegrationTestCase, RawClient
+from support import IntegrationTestCase, RawClient, check_no_secret
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples",
                         "behind-haproxy")
@@ -48,17 +48,19 @@ class RedisServer:
         self.port = support.free_port()
         self.proc = None
 
-    def start(self):
-        self.proc = subprocess.Popen(
-            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def start(self, password=None):
+        args = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", self.dir, "--protected-mode", "no"]
+        if password:
+            args += ["--requirepass", password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def ready():
             try:
                 with socket.create_connection(("127.0.0.1", self.port), 0.5) as s:
                     s.sendall(b"PING\r\n")
-                    return s.recv(16).startswith(b"+PONG")
+                    reply = s.recv(64)
+                    return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
             except OSError:
                 return False
         support.wait_until(ready, 10, message="redis-server answering")
@@ -86,13 +88,15 @@ class SharedStateTest(IntegrationTestCase):
         self.state_dir = tempfile.mkdtemp(prefix="smtpgate-shared-")
         self.addCleanup(shutil.rmtree, self.state_dir, True)
 
-    def instance(self, name, redis_port=None, **brute_force):
+    def instance(self, name, redis_port=None, password_file=None, **brute_force):
         p = load_jsonc(os.path.join(EXAMPLES, name + ".json"))
         p["listeners"][0]["listen"] = "127.0.0.1:%d" % support.free_port()
         p["backend"]["address"] = self.backend.address
         p["admin"]["listen"] = "127.0.0.1:%d" % support.free_port()
         p["shared"]["redis"] = "127.0.0.1:%d" % (redis_port or self.redis.port)
         p["shared"]["prefix"] = self.prefix
+        if password_file:
+            p["shared"]["password_file"] = password_file
         p["brute_force"]["state_file"] = os.path.join(self.state_dir, name + ".json")
         p["brute_force"].update(brute_force)
         p["log"] = {"format": "json", "path": "-"}
@@ -190,6 +194,29 @@ class SharedStateTest(IntegrationTestCase):
         self.redis.start()
         self.addCleanup(self.redis.stop)
         self.refused_within(b, "203.0.113.32", 35)
+
+    def test_redis_password_from_a_file_never_logged(self):
+        secret = "s3cret-redis-Pw-41"
+        self.redis.kill()
+        self.redis = RedisServer()
+        self.redis.start(password=secret)
+        self.addCleanup(self.redis.stop)
+        path = os.path.join(self.state_dir, "redis.pass")
+        with open(path, "w") as f:
+            f.write(secret + "\n")
+        a = self.instance("gw1", password_file=path)
+        self.wait_up(a)
+        self.assertIn("smtpgate_shared_up 1", self.admin(a, "GET", "/metrics"))
+        # A wrong one: the link stays down, logged, and still no password in the log.
+        with open(path, "w") as f:
+            f.write("wrong-" + secret + "\n")
+        b = self.instance("gw2", password_file=path)
+        b.wait_for_log(event="error", component="shared", timeout=10)
+        self.assertEqual(self.greeting(b, "203.0.113.45"), 220)
+        for gw in (a, b):
+            self.assertEqual(gw.stop(), 0)
+            check_no_secret(gw, secret)
+            check_no_secret(gw, "wrong-" + secret)
 
     def test_an_instance_started_while_redis_is_down_serves_at_once(self):
         self.redis.kill()
