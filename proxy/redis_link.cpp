@@ -1,5 +1,7 @@
-// The Redis link: two hiredis async connections on the uv loop, reconnect with backoff, a
-// bounded write queue and full loads. See redis_link.h for the model and the Redis layout.
+// The Redis link's connection state machine (two hiredis async connections on the uv loop,
+// reconnect with backoff) and its bounded write queue. The write commands are in
+// redis_write_commands.cpp, full loads in redis_load.cpp. See redis_link.h for the model and
+// the Redis layout.
 #include "proxy/redis_link.h"
 
 #include <fcntl.h>
@@ -10,137 +12,21 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
-#include <climits>
 #include <cstdio>
 #include <system_error>
-#include <unordered_set>
 #include <utility>
+
+#include "proxy/redis_reply.h"
+#include "proxy/redis_uv_adapter.h"
 
 namespace smtpgate {
 
 namespace {
 
-// hiredis on libuv. Not hiredis 0.14's adapters/libuv.h: that one drops a poll error
-// (status < 0, which libuv reports for a refused connect or a reset connection, and then
-// stops the handle), so such a connection would hang forever, unnoticed. Here an error is
-// handed to hiredis as readiness: its read or write then fails and it tears the context down
-// (what later hiredis versions do).
-struct UvEvents {
-  redisAsyncContext* ac = nullptr;  // null once hiredis cleaned up: the handle is closing
-  uv_poll_t poll{};
-  int events = 0;
-};
-
-void uv_on_poll(uv_poll_t* h, int status, int events) {
-  auto* p = static_cast<UvEvents*>(h->data);
-  int ready = status < 0 ? p->events : events;
-  // Reading may free the context (and clear p->ac) before the write is looked at.
-  if (p->ac && (ready & UV_READABLE)) redisAsyncHandleRead(p->ac);
-  if (p->ac && (ready & UV_WRITABLE)) redisAsyncHandleWrite(p->ac);
-}
-
-void uv_update(UvEvents* p) {
-  if (p->events)
-    uv_poll_start(&p->poll, p->events, uv_on_poll);
-  else
-    uv_poll_stop(&p->poll);
-}
-
-void ev_add_read(void* d) {
-  auto* p = static_cast<UvEvents*>(d);
-  p->events |= UV_READABLE;
-  uv_update(p);
-}
-void ev_del_read(void* d) {
-  auto* p = static_cast<UvEvents*>(d);
-  p->events &= ~UV_READABLE;
-  uv_update(p);
-}
-void ev_add_write(void* d) {
-  auto* p = static_cast<UvEvents*>(d);
-  p->events |= UV_WRITABLE;
-  uv_update(p);
-}
-void ev_del_write(void* d) {
-  auto* p = static_cast<UvEvents*>(d);
-  p->events &= ~UV_WRITABLE;
-  uv_update(p);
-}
-// hiredis calls this before it closes the socket: the handle stops watching the fd at once
-// and frees itself on the next loop iteration.
-void ev_cleanup(void* d) {
-  auto* p = static_cast<UvEvents*>(d);
-  p->ac = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(&p->poll),
-           [](uv_handle_t* h) { delete static_cast<UvEvents*>(h->data); });
-}
-
-bool attach(redisAsyncContext* ac, uv_loop_t* loop) {
-  auto* p = new UvEvents;
-  if (uv_poll_init(loop, &p->poll, ac->c.fd) != 0) {
-    delete p;
-    return false;
-  }
-  p->ac = ac;
-  p->poll.data = p;
-  ac->ev.data = p;
-  ac->ev.addRead = ev_add_read;
-  ac->ev.delRead = ev_del_read;
-  ac->ev.addWrite = ev_add_write;
-  ac->ev.delWrite = ev_del_write;
-  ac->ev.cleanup = ev_cleanup;
-  return true;
-}
-
-// One failure or message in a sorted set, atomically: add it, trim what is older than the
-// window, keep at most ARGV[5] entries, and let the key expire one window after its newest
-// entry. A late write (queued while Redis was down) never shortens an expiry set by a newer
-// one, and one already past its window deletes nothing but itself. PEXPIRETIME: Redis 7.
-// KEYS[1] = the set; ARGV = score, member, expire at, drop below, max entries.
-constexpr std::string_view kWindowScript = R"lua(
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])
-local n = tonumber(ARGV[5])
-if redis.call('ZCARD', KEYS[1]) > n then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -n - 1) end
-if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[3]) then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-end
-return 1
-)lua";
-
-std::string_view str_of(const redisReply* r) {
-  return r && r->str ? std::string_view(r->str, r->len) : std::string_view();
-}
-bool is_text(const redisReply* r) {
-  return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS);
-}
-
-// SCAN MATCH is a glob: the prefix is matched literally.
-std::string glob_escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out;
-}
-
-template <class T>
-bool parse_number(std::string_view s, T& out) {
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-  return ec == std::errc() && end == s.data() + s.size();
-}
-
 std::string seconds(std::chrono::milliseconds d) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1f s", static_cast<double>(d.count()) / 1000.0);
   return buf;
-}
-
-std::string dump(const nlohmann::json& j) {
-  // Logins and addresses may hold invalid UTF-8: replaced, never thrown.
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 // The password: the first line of the file, without its line end. Returns "" or the error.
@@ -170,37 +56,7 @@ std::string read_password(const std::string& path, std::string& out) {
   return out.empty() ? "its first line is empty" : "";
 }
 
-struct LoadPhase {
-  std::string_view infix;
-  bool zset;
-};
-constexpr LoadPhase kLoadPhases[] = {
-    {"ban:", false}, {"login:", false}, {"fail:", true}, {"sent:", true}};
-constexpr size_t kLoadPhaseCount = sizeof kLoadPhases / sizeof kLoadPhases[0];
-
 }  // namespace
-
-// One command's context for its reply callback: which link, which connection generation.
-struct RedisLink::Call {
-  RedisLink* link = nullptr;
-  uint64_t gen = 0;
-  CallKind kind = CallKind::Write;
-  std::shared_ptr<Load> load;
-  std::vector<std::string> keys;  // Mget, Zrange: the keys read
-};
-
-struct RedisLink::Load {
-  LoadFn done;
-  int64_t since_ms = 0;
-  uint64_t gen = 0;
-  size_t phase = 0;
-  std::string cursor = "0";
-  size_t pending = 0;  // replies awaited before the next SCAN
-  bool stop = false;   // max_load_keys reached: finish after the pending replies
-  bool finished = false;
-  std::unordered_set<std::string> seen;  // SCAN may return a key twice
-  SharedSnapshot snap;
-};
 
 RedisLinkConfig RedisLinkConfig::from(const SharedSettings& s) {
   RedisLinkConfig c;
@@ -292,7 +148,7 @@ redisAsyncContext* RedisLink::open_context(std::string& error) {
     redisAsyncFree(ac);
     return nullptr;
   }
-  if (!attach(ac, loop_)) {
+  if (!redis_uv_attach(ac, loop_)) {
     error = "cannot watch the socket";
     redisAsyncFree(ac);
     return nullptr;
@@ -606,296 +462,11 @@ void RedisLink::write_done(redisReply* r) {
   pump();
 }
 
-std::string RedisLink::ban_key(std::string_view ip_key) const {
-  return cfg_.prefix + "ban:" + std::string(ip_key);
-}
-std::string RedisLink::login_key(std::string_view login) const {
-  return cfg_.prefix + "login:" + std::string(login);
-}
-std::string RedisLink::failure_key(std::string_view kind, std::string_view key) const {
-  return cfg_.prefix + "fail:" + std::string(kind) + ":" + std::string(key);
-}
-std::string RedisLink::sent_key(std::string_view login) const {
-  return cfg_.prefix + "sent:" + std::string(login);
-}
-
 uint64_t RedisLink::next_random() {  // xorshift64: jitter and tags, nothing secret
   rng_state_ ^= rng_state_ << 13;
   rng_state_ ^= rng_state_ >> 7;
   rng_state_ ^= rng_state_ << 17;
   return rng_state_;
-}
-
-std::string RedisLink::next_id() {
-  return origin_ + "." + std::to_string(++id_seq_);
-}
-
-void RedisLink::publish(nlohmann::json event) {
-  if (!event.is_object()) {
-    log(Level::Error, "not published: an event must be a JSON object");
-    return;
-  }
-  event["instance"] = instance_;
-  event["origin"] = origin_;
-  submit({"PUBLISH", channel(), dump(event)});
-}
-
-void RedisLink::set_ban(std::string_view ip_key, const nlohmann::json& value, int64_t until_ms) {
-  if (until_ms > 0)
-    submit({"SET", ban_key(ip_key), dump(value), "PXAT", std::to_string(until_ms)});
-  else
-    submit({"SET", ban_key(ip_key), dump(value)});
-}
-
-void RedisLink::del_ban(std::string_view ip_key) {
-  submit({"DEL", ban_key(ip_key)});
-}
-
-void RedisLink::set_login(std::string_view login, const nlohmann::json& value, int64_t until_ms) {
-  if (until_ms > 0)
-    submit({"SET", login_key(login), dump(value), "PXAT", std::to_string(until_ms)});
-  else
-    submit({"SET", login_key(login), dump(value)});
-}
-
-void RedisLink::del_login(std::string_view login) {
-  submit({"DEL", login_key(login)});
-}
-
-std::string RedisLink::add_window(std::string key, int64_t at_ms, int64_t window_ms,
-                                  std::string member) {
-  window_ms = std::max<int64_t>(window_ms, 1);
-  submit({"EVAL", std::string(kWindowScript), "1", std::move(key), std::to_string(at_ms), member,
-          std::to_string(at_ms + window_ms), std::to_string(at_ms - window_ms),
-          std::to_string(cfg_.max_entries_per_key)});
-  return member;
-}
-
-std::string RedisLink::add_failure(std::string_view kind, std::string_view key, int64_t at_ms,
-                                   int64_t window_ms, std::string_view id) {
-  if (kind.empty() || kind.find(':') != std::string_view::npos) {
-    // The load splits "fail:<kind>:<key>" at the first ':'.
-    log(Level::Error, "not written: a failure kind must be non-empty and without ':'");
-    return "";
-  }
-  std::string member = id.empty() ? next_id() : std::string(id);
-  add_window(failure_key(kind, key), at_ms, window_ms, member);
-  return member;
-}
-
-void RedisLink::clear_failures(std::string_view kind, std::string_view key) {
-  submit({"DEL", failure_key(kind, key)});
-}
-
-std::string RedisLink::add_sent(std::string_view login, uint32_t count, int64_t at_ms,
-                                int64_t window_ms, std::string_view id) {
-  std::string used = id.empty() ? next_id() : std::string(id);
-  add_window(sent_key(login), at_ms, window_ms, std::to_string(count) + ":" + used);
-  return used;
-}
-
-// Full load ----------------------------------------------------------------------------
-
-bool RedisLink::load_all(int64_t since_ms, LoadFn done) {
-  if (phase_ != Phase::Up || !done) return false;
-  auto load = std::make_shared<Load>();
-  load->done = std::move(done);
-  load->since_ms = since_ms;
-  load->gen = gen_;
-  load_scan(load);
-  return true;
-}
-
-void RedisLink::load_scan(const std::shared_ptr<Load>& load) {
-  auto c = make_call(CallKind::Scan, load);
-  std::string pattern =
-      glob_escape(cfg_.prefix) + std::string(kLoadPhases[load->phase].infix) + "*";
-  load->pending = 1;
-  if (load->gen != gen_ ||
-      !send(cmd_,
-            {"SCAN", load->cursor, "MATCH", pattern, "COUNT", std::to_string(cfg_.scan_count)},
-            std::move(c)))
-    load_finish(load, false);
-}
-
-void RedisLink::load_reply(Call& call, redisReply* r) {
-  std::shared_ptr<Load> load = call.load;
-  if (load->finished) return;
-  if (call.gen != gen_ || load->gen != gen_ || !r) {
-    load_finish(load, false);  // the connection broke: the owner loads again on up
-    return;
-  }
-  SharedSnapshot& snap = load->snap;
-  const LoadPhase& phase = kLoadPhases[load->phase];
-  const std::string prefix = cfg_.prefix + std::string(phase.infix);
-
-  if (call.kind == CallKind::Scan) {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !is_text(r->element[0]) ||
-        r->element[1]->type != REDIS_REPLY_ARRAY) {
-      log(Level::Error, "full load failed: SCAN answered " +
-                            (r->type == REDIS_REPLY_ERROR ? std::string(str_of(r))
-                                                          : std::string("an unexpected reply")));
-      load_finish(load, false);
-      return;
-    }
-    load->pending = 0;
-    load->cursor = std::string(str_of(r->element[0]));
-    std::vector<std::string> fresh;
-    const redisReply* keys = r->element[1];
-    for (size_t i = 0; i < keys->elements; ++i) {
-      if (!is_text(keys->element[i])) continue;
-      if (snap.keys_read >= cfg_.max_load_keys) {
-        if (snap.complete)
-          log(Level::Error, "full load stopped after " + std::to_string(snap.keys_read) +
-                                " keys (the bound); the rest is learnt from events");
-        snap.complete = false;
-        load->stop = true;
-        break;
-      }
-      std::string key(str_of(keys->element[i]));
-      if (!load->seen.insert(key).second) continue;
-      ++snap.keys_read;
-      fresh.push_back(std::move(key));
-    }
-    if (fresh.empty()) {
-      load_next(load);
-      return;
-    }
-    auto make = [&](CallKind kind) { return make_call(kind, load); };
-    if (!phase.zset) {
-      // One MGET for the batch: a key that expired since the SCAN comes back nil.
-      Argv argv{"MGET"};
-      argv.insert(argv.end(), fresh.begin(), fresh.end());
-      auto c = make(CallKind::Mget);
-      c->keys = std::move(fresh);
-      load->pending = 1;
-      if (!send(cmd_, argv, std::move(c))) load_finish(load, false);
-      return;
-    }
-    // Pipelined, one per key: SCAN batches keep the number in flight bounded.
-    std::string since = std::to_string(load->since_ms);
-    std::string limit = std::to_string(cfg_.max_entries_per_key);
-    for (std::string& key : fresh) {
-      auto c = make(CallKind::Zrange);
-      Argv argv{"ZRANGEBYSCORE", key, since, "+inf", "WITHSCORES", "LIMIT", "0", limit};
-      c->keys = {std::move(key)};
-      if (!send(cmd_, argv, std::move(c))) {
-        load_finish(load, false);
-        return;
-      }
-      ++load->pending;
-    }
-    return;
-  }
-
-  if (call.kind == CallKind::Mget) {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != call.keys.size()) {
-      log(Level::Error, "full load failed: MGET answered " +
-                            (r->type == REDIS_REPLY_ERROR ? std::string(str_of(r))
-                                                          : std::string("an unexpected reply")));
-      load_finish(load, false);
-      return;
-    }
-    for (size_t i = 0; i < r->elements; ++i) {
-      const redisReply* v = r->element[i];
-      if (v->type == REDIS_REPLY_NIL) continue;  // expired since the SCAN
-      std::string_view text = str_of(v);
-      auto value = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
-      if (v->type != REDIS_REPLY_STRING || value.is_discarded()) {
-        ++snap.skipped;
-        continue;
-      }
-      std::string name = call.keys[i].substr(std::min(prefix.size(), call.keys[i].size()));
-      if (phase.infix == "ban:")
-        snap.bans.push_back({std::move(name), std::move(value)});
-      else
-        snap.logins.push_back({std::move(name), std::move(value)});
-    }
-  } else {  // Zrange
-    const std::string& key = call.keys.front();
-    if (r->type != REDIS_REPLY_ARRAY) {
-      ++snap.skipped;  // WRONGTYPE: not written by a gateway
-    } else {
-      SharedSnapshot::Window w;
-      std::string_view rest = std::string_view(key).substr(std::min(prefix.size(), key.size()));
-      bool ok = true;
-      if (phase.infix == "fail:") {
-        size_t colon = rest.find(':');
-        ok = colon != std::string_view::npos && colon > 0;
-        if (ok) {
-          w.kind = std::string(rest.substr(0, colon));
-          w.key = std::string(rest.substr(colon + 1));
-        }
-      } else {
-        w.key = std::string(rest);
-      }
-      for (size_t i = 0; ok && i + 1 < r->elements; i += 2) {
-        SharedEntry e;
-        std::string_view member = str_of(r->element[i]);
-        std::string score(str_of(r->element[i + 1]));
-        // Scores are whole milliseconds, shown by Redis as a double ("1.7e12" for big ones).
-        char* end = nullptr;
-        double d = std::strtod(score.c_str(), &end);
-        if (score.empty() || *end != '\0') {
-          ++snap.skipped;
-          continue;
-        }
-        e.at_ms = static_cast<int64_t>(d);
-        if (phase.infix == "sent:") {
-          size_t colon = member.find(':');
-          if (colon == std::string_view::npos || !parse_number(member.substr(0, colon), e.count)) {
-            ++snap.skipped;
-            continue;
-          }
-          e.id = std::string(member.substr(colon + 1));
-        } else {
-          e.id = std::string(member);
-        }
-        w.entries.push_back(std::move(e));
-      }
-      if (!ok) {
-        ++snap.skipped;
-      } else if (!w.entries.empty()) {
-        (phase.infix == "fail:" ? snap.failures : snap.sent).push_back(std::move(w));
-      }
-    }
-  }
-  if (load->pending > 0 && --load->pending == 0) load_next(load);
-}
-
-void RedisLink::load_next(const std::shared_ptr<Load>& load) {
-  if (load->stop) {
-    load_finish(load, true);
-    return;
-  }
-  if (load->cursor != "0") {
-    load_scan(load);
-    return;
-  }
-  load->phase++;
-  load->cursor = "0";
-  if (load->phase >= kLoadPhaseCount)
-    load_finish(load, true);
-  else
-    load_scan(load);
-}
-
-void RedisLink::load_finish(const std::shared_ptr<Load>& load, bool ok) {
-  if (load->finished) return;
-  load->finished = true;
-  LoadFn done = std::move(load->done);
-  if (closing_ || !done) return;
-  if (!ok) {
-    log(Level::Debug, "full load interrupted: the connection broke");
-    done(false, SharedSnapshot{});
-    return;
-  }
-  const SharedSnapshot& s = load->snap;
-  log(Level::Debug, "full load: " + std::to_string(s.bans.size()) + " bans, " +
-                        std::to_string(s.logins.size()) + " login states, " +
-                        std::to_string(s.failures.size()) + " failure sets, " +
-                        std::to_string(s.sent.size()) + " sending counters");
-  done(true, std::move(load->snap));
 }
 
 }  // namespace smtpgate

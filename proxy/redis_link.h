@@ -216,12 +216,14 @@ class RedisLink final : private Timer::Handler {
   void submit(Argv argv);
   void pump();
   void write_done(redisReply* reply);
-  std::string add_window(std::string key, int64_t at_ms, int64_t window_ms, std::string member);
-  std::string next_id();
   uint64_t next_random();
   void log(Level level, std::string message) const;
 
-  // Full loads.
+  // Write commands (redis_write_commands.cpp).
+  std::string add_window(std::string key, int64_t at_ms, int64_t window_ms, std::string member);
+  std::string next_id();
+
+  // Full loads (redis_load.cpp).
   void load_scan(const std::shared_ptr<Load>& load);
   void load_reply(Call& call, redisReply* reply);
   void load_next(const std::shared_ptr<Load>& load);
