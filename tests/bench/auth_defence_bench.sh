@@ -16,7 +16,9 @@
 #       answered at once (235 if the password is "right:" + the login, else 535), XSTATS
 #   per repetition, one fresh gateway per variant, all running at once, each with one
 #       submission listener (127.0.0.1:$GW_PORT, +1, +2 in that rep's order; require_tls
-#       false, access default allow), backend.client_ip "none", connections max_total 9000 /
+#       false, access default allow), "workers" $GW_WORKERS (1: the default "auto" is 2 loops
+#       on this VM; pinned so the figures stay comparable with those before the worker
+#       loops), backend.client_ip "none", connections max_total 9000 /
 #       max_per_ip 20000, JSON log to $W/r<rep>-<variant>/gateway.log (/dev/null in the
 #       memory run). Variants (thresholds far above the load: nobody is banned, locked or
 #       suspended):
@@ -56,7 +58,7 @@
 # AUTHs (all gateways together) and at the end.
 # Then, if it exists, $LOGIN_BENCH 1000000 (the in-process figure, bench_login_defence.cpp).
 # Environment (defaults): BIN (or $1), REPS (5), AUTHS (200000), PER_CONN (5), ADDRESSES
-# (20000), LOGINS (10000), SUCCESS_EVERY (2), CONC (48), VARIANTS ("A B C"), CALLGRIND (1),
+# (20000), LOGINS (10000), SUCCESS_EVERY (2), CONC (48), GW_WORKERS (1), VARIANTS ("A B C"), CALLGRIND (1),
 # CG_AUTHS (10000), MEM (1), MEM_AUTHS (1000000), MEM_PER_CONN (4), MEM_VARIANTS ("A C"),
 # MEM_BUCKET (100000), GW_PORT (2751; the gateways take GW_PORT..GW_PORT+2), BACKEND_PORT (2755), LOGIN_BENCH
 # (<repo>/build/tests/bench_login_defence), WORK (a new /tmp/smtpgate-authbench.XXXXXX),
@@ -85,6 +87,7 @@ gw_port=${GW_PORT:-2751}
 backend_port=${BACKEND_PORT:-2755}
 login_bench=${LOGIN_BENCH:-$root/build/tests/bench_login_defence}
 keep_log=${KEEP_LOG:-0}
+gw_workers=${GW_WORKERS:-1}   # pinned: the default "auto" is 2 loops here; 1 keeps the figures comparable
 W=${WORK:-$(mktemp -d /tmp/smtpgate-authbench.XXXXXX)}
 mkdir -p "$W"
 [ -x "$bin" ] || { echo "no binary at $bin (build first, see the top of this file)" >&2; exit 1; }
@@ -94,6 +97,7 @@ mkdir -p "$W"
 [[ $addresses =~ ^[0-9]+$ && $addresses -ge 1 && $addresses -le 62500 ]] || { echo "ADDRESSES 1..62500" >&2; exit 2; }
 [[ $cg_auths =~ ^[0-9]+$ && $cg_auths -ge 100 && $cg_auths -le 50000 ]] || { echo "CG_AUTHS 100..50000" >&2; exit 2; }
 [[ $conc =~ ^[0-9]+$ && $conc -ge 1 && $conc -le 512 ]] || { echo "CONC 1..512" >&2; exit 2; }
+[[ $gw_workers =~ ^([1-8]|\"auto\")$ ]] || { echo "GW_WORKERS 1..8 or \"auto\" (with the quotes)" >&2; exit 2; }
 for v in "${variants[@]}" "${mem_variants[@]}"; do
   case $v in A|B|C) ;; *) echo "variants are A, B, C" >&2; exit 2 ;; esac
 done
@@ -107,7 +111,7 @@ FAILED=0
 
 echo "binary: $bin ($(sha1sum <"$bin" | cut -c1-12)); $(file -b "$bin" | grep -o 'with debug_info' || echo 'no debug info')" >&2
 echo "work: $W   load before: $(cut -d' ' -f1-3 /proc/loadavg)   $(nproc) cpus" >&2
-echo "$0 $*  (BIN=$bin REPS=$reps AUTHS=$auths PER_CONN=$per_conn ADDRESSES=$addresses LOGINS=$logins SUCCESS_EVERY=$success_every CONC=$conc VARIANTS=\"${variants[*]}\" CALLGRIND=$cg CG_AUTHS=$cg_auths MEM=$mem MEM_AUTHS=$mem_auths MEM_PER_CONN=$mem_per_conn MEM_VARIANTS=\"${mem_variants[*]}\")" >"$W/command.txt"
+echo "$0 $*  (BIN=$bin REPS=$reps AUTHS=$auths PER_CONN=$per_conn ADDRESSES=$addresses LOGINS=$logins SUCCESS_EVERY=$success_every CONC=$conc GW_WORKERS=$gw_workers VARIANTS=\"${variants[*]}\" CALLGRIND=$cg CG_AUTHS=$cg_auths MEM=$mem MEM_AUTHS=$mem_auths MEM_PER_CONN=$mem_per_conn MEM_VARIANTS=\"${mem_variants[*]}\")" >"$W/command.txt"
 
 $py "$here/auth_backend.py" --port "$backend_port" >"$W/backend.log" 2>&1 &
 backend=$!; pids+=("$backend")
@@ -131,6 +135,7 @@ write_policy() {   # variant dir log_path port
 {
   "version": 1,
   "hostname": "smtpgate-authbench.localhost",
+  "workers": $gw_workers,
   "local_domains": ["example.com"],
   "listeners": [ { "name": "sub", "listen": "127.0.0.1:$port", "class": "submission" } ],
   "backend": { "address": "127.0.0.1:$backend_port", "client_ip": "none" },
@@ -386,7 +391,7 @@ if cgv:
            ("smtpgate::LoginGuard::record_success", "known-good address (per_login, per success)"),
            ("smtpgate::LoginBreaker::login", "addresses per login (breaker, per success)"),
            ("smtpgate::BanList::record_failure", "address failure count (all, per counted failure)")]
-    pat = re.compile(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+(/[^\s:]+):(smtpgate::[\w:]+)\(")
+    pat = re.compile(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+(/[^\s:]+|\?\?\?):(smtpgate::[\w:]+)\(")
     tot, inc = {}, {}
     for ti, v in enumerate(cgv):
         n = d["targets"][ti]["auths"]
