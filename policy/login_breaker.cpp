@@ -43,28 +43,6 @@ std::optional<BreakerTrip> crossed(std::string_view trigger, uint32_t value, uin
 
 }  // namespace
 
-LoginBreaker::State& LoginBreaker::touch(std::string_view login, UnixMillis now) {
-  if (seed_ == 0) seed_ = (uint64_t{std::random_device{}()} << 32) | std::random_device{}() | 1;
-  std::string key = ascii_lower(login);
-  auto [it, inserted] = state_.try_emplace(key);
-  it->second.touched = now;
-  order_.emplace_back(now, key);
-  if (!inserted && order_.size() <= 4 * kMaxLogins) return it->second;
-  evict();
-  return state_[key];  // (eviction may have taken it when every entry has the same time)
-}
-
-void LoginBreaker::evict() {
-  // The order queue holds one entry per change; an entry whose login changed since is stale.
-  while (!order_.empty() && (state_.size() > kMaxLogins || order_.size() > 4 * kMaxLogins)) {
-    auto [t, key] = std::move(order_.front());
-    order_.pop_front();
-    auto it = state_.find(key);
-    if (it != state_.end() && it->second.touched == t && state_.size() > kMaxLogins)
-      state_.erase(it);
-  }
-}
-
 uint64_t LoginBreaker::domain_hash(std::string_view domain) const {
   // FNV-1a from a secret basis, case-folded: distinct domains are counted, not stored.
   uint64_t h = seed_;
@@ -78,7 +56,7 @@ uint64_t LoginBreaker::domain_hash(std::string_view domain) const {
 std::optional<BreakerTrip> LoginBreaker::login(std::string_view login, const IpAddress& ip,
                                                UnixMillis now, const BreakerPolicy& p) {
   if (!p.max_ips_per_hour) return std::nullopt;
-  State& s = touch(login, now);
+  State& s = state_.touch(login, now);
   return crossed("max_ips_per_hour", count_distinct(s.ips, ip, now, *p.max_ips_per_hour),
                  *p.max_ips_per_hour);
 }
@@ -86,7 +64,7 @@ std::optional<BreakerTrip> LoginBreaker::login(std::string_view login, const IpA
 std::optional<BreakerTrip> LoginBreaker::recipient(std::string_view login, std::string_view domain,
                                                    UnixMillis now, const BreakerPolicy& p) {
   if (!p.max_rcpt_domains_per_hour) return std::nullopt;
-  State& s = touch(login, now);
+  State& s = state_.touch(login, now);
   const uint32_t n =
       count_distinct(s.domains, domain_hash(domain), now, *p.max_rcpt_domains_per_hour);
   return crossed("max_rcpt_domains_per_hour", n, *p.max_rcpt_domains_per_hour);
@@ -95,7 +73,7 @@ std::optional<BreakerTrip> LoginBreaker::recipient(std::string_view login, std::
 std::optional<BreakerTrip> LoginBreaker::refused_recipient(std::string_view login, UnixMillis now,
                                                            const BreakerPolicy& p) {
   if (!p.max_rejected_rcpts_per_hour) return std::nullopt;
-  State& s = touch(login, now);
+  State& s = state_.touch(login, now);
   const uint32_t threshold = *p.max_rejected_rcpts_per_hour;
   s.refused.push_back(now);
   prune(s.refused, now, size_t{threshold} + 1, [](UnixMillis t) { return t; });
@@ -103,7 +81,7 @@ std::optional<BreakerTrip> LoginBreaker::refused_recipient(std::string_view logi
 }
 
 bool LoginBreaker::would_suspend_due(std::string_view login, UnixMillis now) {
-  State& s = touch(login, now);
+  State& s = state_.touch(login, now);
   if (s.would_logged != 0 && now - s.would_logged < kHourMs) return false;
   s.would_logged = now;
   return true;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <deque>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -14,6 +15,7 @@
 
 #include "policy/ban_list.h"
 #include "policy/ip_address.h"
+#include "policy/login_table.h"
 #include "policy/policy.h"
 
 namespace smtpgate {
@@ -72,14 +74,12 @@ class LoginBreaker {
     UnixMillis would_logged = 0;
     UnixMillis touched = 0;
   };
-  State& touch(std::string_view login, UnixMillis now);
-  void evict();
   uint64_t domain_hash(std::string_view domain) const;
 
-  std::unordered_map<std::string, State> state_;          // key: lower-cased login
-  std::deque<std::pair<UnixMillis, std::string>> order_;  // (touched, login) for eviction
+  LoginTable<State, kMaxLogins> state_;  // key: lower-cased login
   std::unordered_map<std::string, Suspension> suspended_;
-  uint64_t seed_ = 0;  // random per process: recipients cannot aim at hash collisions
+  // Random per table: recipients cannot aim at hash collisions.
+  uint64_t seed_ = (uint64_t{std::random_device{}()} << 32) | std::random_device{}() | 1;
 };
 
 }  // namespace smtpgate

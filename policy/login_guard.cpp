@@ -6,29 +6,9 @@
 
 namespace smtpgate {
 
-LoginGuard::State& LoginGuard::touch(std::string_view login, UnixMillis now) {
-  std::string key = ascii_lower(login);
-  State& s = state_[key];
-  s.touched = now;
-  order_.emplace_back(now, std::move(key));
-  evict();
-  return state_[ascii_lower(login)];
-}
-
-void LoginGuard::evict() {
-  // The order queue holds one entry per change; an entry whose login changed since is stale.
-  while (!order_.empty() && (state_.size() > kMaxLogins || order_.size() > 4 * kMaxLogins)) {
-    auto [t, key] = std::move(order_.front());
-    order_.pop_front();
-    auto it = state_.find(key);
-    if (it != state_.end() && it->second.touched == t && state_.size() > kMaxLogins)
-      state_.erase(it);
-  }
-}
-
 LoginGuard::Failure LoginGuard::record_failure(std::string_view login, UnixMillis now,
                                                const PerLoginPolicy& p) {
-  State& s = touch(login, now);
+  State& s = state_.touch(login, now);
   const UnixMillis horizon = now - p.window.count() * 1000;
   std::erase_if(s.failures, [&](UnixMillis t) { return t <= horizon; });
   s.failures.push_back(now);
@@ -47,7 +27,7 @@ LoginGuard::Failure LoginGuard::record_failure(std::string_view login, UnixMilli
 }
 
 bool LoginGuard::record_success(std::string_view login, const IpAddress& ip, UnixMillis now) {
-  State& s = touch(login, now);
+  State& s = state_.touch(login, now);
   auto it = std::find_if(s.known_good.begin(), s.known_good.end(),
                          [&](const State::Good& k) { return k.ip == ip; });
   if (it != s.known_good.end()) {
@@ -69,13 +49,13 @@ bool LoginGuard::record_success(std::string_view login, const IpAddress& ip, Uni
 void LoginGuard::restore_lock(std::string_view login, UnixMillis until, uint32_t failures,
                               UnixMillis now) {
   if (until <= now) return;
-  State& s = touch(login, now);
+  State& s = state_.touch(login, now);
   s.lock_until = until;
   s.lock_failures = failures;
 }
 
 void LoginGuard::restore_known_good(std::string_view login, const IpAddress& ip, UnixMillis at) {
-  State& s = touch(login, at);
+  State& s = state_.touch(login, at);
   auto it = std::find_if(s.known_good.begin(), s.known_good.end(),
                          [&](const State::Good& k) { return k.ip == ip; });
   if (it != s.known_good.end()) {

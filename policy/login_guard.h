@@ -12,6 +12,7 @@
 
 #include "policy/ban_list.h"
 #include "policy/ip_address.h"
+#include "policy/login_table.h"
 #include "policy/policy.h"
 
 namespace smtpgate {
@@ -78,11 +79,8 @@ class LoginGuard {
     std::vector<Good> known_good;
     UnixMillis touched = 0;
   };
-  State& touch(std::string_view login, UnixMillis now);
-  void evict();
 
-  std::unordered_map<std::string, State> state_;          // key: lower-cased login
-  std::deque<std::pair<UnixMillis, std::string>> order_;  // (touched, login) for eviction
+  LoginTable<State, kMaxLogins> state_;  // key: lower-cased login
 };
 
 }  // namespace smtpgate
